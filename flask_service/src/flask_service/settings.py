@@ -1,0 +1,128 @@
+"""One typed Settings class; the environment variable names are the contract's (README table)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SERVICE_NAME = "flask_service"
+SERVICE_VERSION = "1.0.0"
+DEVELOPMENT_JWT_SECRET = "development-secret-change-me-0123456789abcdef"  # noqa: S105
+MIN_PRODUCTION_SECRET_BYTES = 32
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing, malformed or unsafe."""
+
+
+def _boolean(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _integer(name: str, raw: str, minimum: int) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration read from the environment by `Settings.from_env()`."""
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    var_dir: Path = Path("var")
+    migrate_on_start: bool | None = None
+    jwt_secret: str = DEVELOPMENT_JWT_SECRET
+    jwt_audience: str = "items-api"
+    jwt_issuer: str = "items-service"
+    access_token_ttl_seconds: int = 3600
+    environment: str = "development"
+    log_level: str = "info"
+    host: str = "0.0.0.0"  # noqa: S104 - a container's server listens on every interface
+    port: int = 8001
+    web_concurrency: int = 2
+    db_pool_size: int = 10
+    db_max_overflow: int = 5
+    max_body_bytes: int = 1_048_576
+    cors_origins: tuple[str, ...] = field(default_factory=tuple)
+    docs_enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if self.log_level not in LOG_LEVELS:
+            raise SettingsError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+        if self.environment != "production":
+            return
+        if self.jwt_secret == DEVELOPMENT_JWT_SECRET:
+            raise SettingsError("JWT_SECRET must be set when ENVIRONMENT=production")
+        if len(self.jwt_secret.encode()) < MIN_PRODUCTION_SECRET_BYTES:
+            raise SettingsError(f"JWT_SECRET must be at least {MIN_PRODUCTION_SECRET_BYTES} bytes")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the environment; unset variables keep their defaults."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        text = {
+            "DATABASE_URL": "database_url",
+            "REDIS_URL": "redis_url",
+            "JWT_SECRET": "jwt_secret",
+            "JWT_AUDIENCE": "jwt_audience",
+            "JWT_ISSUER": "jwt_issuer",
+            "ENVIRONMENT": "environment",
+            "LOG_LEVEL": "log_level",
+            "HOST": "host",
+        }
+        for name, attr in text.items():
+            if env.get(name):
+                values[attr] = env[name].strip()
+        if "log_level" in values:
+            values["log_level"] = str(values["log_level"]).lower()
+        integers = {
+            "ACCESS_TOKEN_TTL_SECONDS": ("access_token_ttl_seconds", 1),
+            "PORT": ("port", 0),
+            "WEB_CONCURRENCY": ("web_concurrency", 1),
+            "DB_POOL_SIZE": ("db_pool_size", 1),
+            "DB_MAX_OVERFLOW": ("db_max_overflow", 0),
+            "MAX_BODY_BYTES": ("max_body_bytes", 1),
+        }
+        for name, (attr, minimum) in integers.items():
+            if env.get(name):
+                values[attr] = _integer(name, env[name], minimum)
+        if env.get("VAR_DIR"):
+            values["var_dir"] = Path(env["VAR_DIR"])
+        if env.get("MIGRATE_ON_START"):
+            values["migrate_on_start"] = _boolean("MIGRATE_ON_START", env["MIGRATE_ON_START"])
+        if env.get("DOCS_ENABLED"):
+            values["docs_enabled"] = _boolean("DOCS_ENABLED", env["DOCS_ENABLED"])
+        origins = env.get("CORS_ORIGINS", "")
+        values["cors_origins"] = tuple(o.strip() for o in origins.split(",") if o.strip())
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url is None or self.database_url.startswith("sqlite")
+
+    @property
+    def should_migrate_on_start(self) -> bool:
+        if self.migrate_on_start is not None:
+            return self.migrate_on_start
+        return self.is_sqlite
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.var_dir / "broker"
