@@ -1,0 +1,81 @@
+"""Tables: users, items (optimistic concurrency on `version`) and idempotency keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import threading
+import time
+import uuid
+
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .db import Base, UTCDateTime, utcnow
+
+_id_lock = threading.Lock()
+_last_stamp = 0
+
+
+def new_id() -> uuid.UUID:
+    """A UUIDv7 (RFC 9562): 48-bit Unix ms time, 12 bits of sub-ms time, 62 random bits.
+
+    The sub-millisecond bits only ever increase within a process, so ids made one after
+    the other sort in creation order even inside one millisecond (RFC 9562, method 3).
+    """
+    global _last_stamp
+    now = time.time_ns()
+    with _id_lock:
+        stamp = max(
+            (now // 1_000_000) << 12 | (now % 1_000_000) * 4096 // 1_000_000, _last_stamp + 1
+        )
+        _last_stamp = stamp
+    value = (stamp >> 12) << 80 | 0x7 << 76 | (stamp & 0xFFF) << 64
+    return uuid.UUID(int=value | 0b10 << 62 | secrets.randbits(62))
+
+
+# JSONB on PostgreSQL so the tag filter can use `@>` (and a GIN index if one is ever needed).
+TagList = JSON().with_variant(JSONB(), "postgresql")
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    full_name: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Item(Base):
+    __tablename__ = "items"
+    # Pages are "this owner's items after this id, in id order": one index answers them.
+    __table_args__ = (Index("ix_items_owner_id_id", "owner_id", "id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    owner_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    price: Mapped[float] = mapped_column(Float(precision=53))
+    tags: Mapped[list[str]] = mapped_column(TagList, default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    # The ORM adds `AND version = :old` to every UPDATE/DELETE and raises StaleDataError when
+    # no row matched, so two writers holding the same ETag cannot both win.
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - read once, by the mapper
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("owner_id", "key"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    owner_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    item_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("items.id", ondelete="CASCADE"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

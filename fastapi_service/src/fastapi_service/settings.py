@@ -1,0 +1,78 @@
+"""One typed Settings class; the environment variable names are the contract's (README table)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SERVICE_NAME = "fastapi_service"
+SERVICE_VERSION = "1.0.0"
+DEVELOPMENT_JWT_SECRET = "development-secret-change-me-0123456789abcdef"  # noqa: S105
+MIN_PRODUCTION_SECRET_BYTES = 32
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+class Settings(BaseSettings):
+    """Configuration read from the environment (names are case-insensitive)."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    var_dir: Path = Path("var")
+    migrate_on_start: bool | None = None
+    jwt_secret: SecretStr = SecretStr(DEVELOPMENT_JWT_SECRET)
+    jwt_audience: str = "items-api"
+    jwt_issuer: str = "items-service"
+    access_token_ttl_seconds: int = Field(default=3600, ge=1)
+    environment: str = "development"
+    log_level: LogLevel = "info"
+    host: str = "0.0.0.0"  # noqa: S104 - a container's server listens on every interface
+    port: int = Field(default=8002, ge=0, le=65535)
+    web_concurrency: int = Field(default=2, ge=1)
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=5, ge=0)
+    max_body_bytes: int = Field(default=1_048_576, ge=1)
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    docs_enabled: bool = True
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_log_level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(origin.strip() for origin in value.split(",") if origin.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_development_secrets_in_production(self) -> Self:
+        if self.environment != "production":
+            return self
+        secret = self.jwt_secret.get_secret_value()
+        if secret == DEVELOPMENT_JWT_SECRET:
+            raise ValueError("JWT_SECRET must be set when ENVIRONMENT=production")
+        if len(secret.encode()) < MIN_PRODUCTION_SECRET_BYTES:
+            raise ValueError(f"JWT_SECRET must be at least {MIN_PRODUCTION_SECRET_BYTES} bytes")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url is None or self.database_url.startswith("sqlite")
+
+    @property
+    def should_migrate_on_start(self) -> bool:
+        if self.migrate_on_start is not None:
+            return self.migrate_on_start
+        return self.is_sqlite
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.var_dir / "broker"

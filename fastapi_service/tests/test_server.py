@@ -1,0 +1,111 @@
+"""The production server: uvicorn's settings, and `python -m fastapi_service` for real."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fastapi_service import server
+from helpers import PASSWORD, new_email
+
+
+def test_main_runs_uvicorn_with_the_production_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    captured: dict[str, Any] = {}
+    monkeypatch.setattr(
+        server.uvicorn, "run", lambda app, **kwargs: captured.update(app=app, **kwargs)
+    )
+    for name, value in {
+        "HOST": "127.0.0.9",
+        "PORT": "9123",
+        "WEB_CONCURRENCY": "3",
+        "LOG_LEVEL": "WARNING",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    (tmp_path / "counter_123.db").write_bytes(b"stale")
+    server.main()
+    assert captured["app"] == "fastapi_service.main:app"
+    assert (captured["host"], captured["port"], captured["workers"]) == ("127.0.0.9", 9123, 3)
+    assert (captured["loop"], captured["http"]) == ("uvloop", "httptools")
+    assert captured["timeout_graceful_shutdown"] == 30
+    assert captured["timeout_keep_alive"] == 75
+    assert captured["access_log"] is False
+    assert captured["log_level"] == "warning"
+    assert not (tmp_path / "counter_123.db").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def running_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "1",
+        "VAR_DIR": str(tmp_path / "var"),
+        "LOG_LEVEL": "warning",
+    }
+    log = (tmp_path / "server.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fastapi_service"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert process.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the server did not become ready")
+        yield process, base_url
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def test_python_m_serves_and_drains_on_sigterm(
+    running_server: tuple[subprocess.Popen[bytes], str],
+) -> None:
+    process, base_url = running_server
+    health = httpx.get(f"{base_url}/healthz")
+    assert health.json() == {"status": "ok"}
+    assert "server" not in health.headers
+    answers: list[httpx.Response] = []
+
+    def sign_up() -> None:  # argon2 keeps this request in flight for a while
+        body = {"email": new_email(), "password": PASSWORD}
+        answers.append(httpx.post(f"{base_url}/api/v1/users", json=body, timeout=30))
+
+    in_flight = threading.Thread(target=sign_up)
+    in_flight.start()
+    time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    in_flight.join(timeout=30)
+    assert [answer.status_code for answer in answers] == [201]
+    # uvicorn finishes its shutdown, then re-raises the signal it caught (exit status -15).
+    assert process.wait(timeout=30) in (0, -signal.SIGTERM)
