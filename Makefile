@@ -1,0 +1,94 @@
+# One API built twice, one contract, one shared suite. Everything runs from the root venv .venv.
+# Targets are an interface (the README, CI and the services' helpers rely on the names).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SERVICE_DIRS := flask_service fastapi_service
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help env compare test lint unit suite up clean
+
+help:
+	@echo "make compare  run the shared suite against both services, print the Flask/FastAPI table"
+	@echo "make test     everything: lint + type checks, each service's unit tests, the shared suite"
+	@echo "make lint     ruff check, ruff format --check and mypy in each service and in tests/"
+	@echo "make unit     each service's own tests, from its folder"
+	@echo "make suite    the shared suite over every row (SERVICES=..., BACKENDS=... to narrow)"
+	@echo "make up       both services in the foreground: Flask :8001, FastAPI :8002 (Ctrl-C stops)"
+	@echo "make clean    remove the venv, reports and caches"
+
+# The venv itself is a file target; the stamp re-installs when a pyproject or requirements changes.
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+
+$(STAMP): $(BIN)/python flask_service/pyproject.toml fastapi_service/pyproject.toml tests/requirements.txt
+	$(BIN)/python -m pip install -e './flask_service[dev]' -e './fastapi_service[dev]' \
+		-r tests/requirements.txt
+	touch $@
+
+env: $(STAMP)
+
+compare: $(STAMP)
+	$(BIN)/python -m pytest tests --compare-report -q $(PYTEST_ARGS)
+
+# Every part runs even when an earlier one fails, so one run reports everything.
+test: $(STAMP)
+	@status=0; \
+	$(MAKE) --no-print-directory lint || status=1; \
+	$(MAKE) --no-print-directory unit || status=1; \
+	$(MAKE) --no-print-directory suite || status=1; \
+	if [ $$status -ne 0 ]; then echo "make test: FAILED (see above)"; else echo "make test: OK"; fi; \
+	exit $$status
+
+lint: $(STAMP)
+	@status=0; for svc in $(SERVICE_DIRS); do \
+		echo "== $$svc: ruff check, ruff format --check, mypy"; \
+		(cd $$svc && ../$(BIN)/ruff check . && ../$(BIN)/ruff format --check . \
+			&& ../$(BIN)/mypy) || status=1; \
+	done; \
+	echo "== tests: ruff check, ruff format --check, mypy"; \
+	$(BIN)/ruff check --config tests/ruff.toml tests || status=1; \
+	$(BIN)/ruff format --check --config tests/ruff.toml tests || status=1; \
+	(cd tests && ../$(BIN)/mypy --config-file mypy.ini .) || status=1; \
+	exit $$status
+
+unit: $(STAMP)
+	@status=0; for svc in $(SERVICE_DIRS); do \
+		echo "== $$svc: unit tests"; \
+		(cd $$svc && ../$(BIN)/python -m pytest -q) || status=1; \
+	done; exit $$status
+
+suite: $(STAMP)
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+# Both services in the foreground on the embedded defaults (or DATABASE_URL / REDIS_URL when set;
+# FLASK_DATABASE_URL / FASTAPI_DATABASE_URL give each its own database). Ctrl-C stops both.
+FLASK_DATABASE_URL ?= $(DATABASE_URL)
+FASTAPI_DATABASE_URL ?= $(DATABASE_URL)
+up: $(STAMP)
+	@set -e; \
+	$(if $(FLASK_DATABASE_URL),(cd flask_service && DATABASE_URL='$(FLASK_DATABASE_URL)' \
+		../$(BIN)/python -m flask_service.migrate);) \
+	$(if $(FASTAPI_DATABASE_URL),(cd fastapi_service && DATABASE_URL='$(FASTAPI_DATABASE_URL)' \
+		../$(BIN)/python -m fastapi_service.migrate);) \
+	set +e; \
+	(cd flask_service && exec env PORT=8001 \
+		$(if $(FLASK_DATABASE_URL),DATABASE_URL='$(FLASK_DATABASE_URL)') \
+		../$(BIN)/python -m flask_service) & flask=$$!; \
+	(cd fastapi_service && exec env PORT=8002 \
+		$(if $(FASTAPI_DATABASE_URL),DATABASE_URL='$(FASTAPI_DATABASE_URL)') \
+		../$(BIN)/python -m fastapi_service) & fastapi=$$!; \
+	trap 'kill -TERM $$flask $$fastapi 2>/dev/null' INT TERM; \
+	echo "Flask on http://127.0.0.1:8001, FastAPI on http://127.0.0.1:8002 (Ctrl-C stops both)"; \
+	wait $$flask $$fastapi; kill -TERM $$flask $$fastapi 2>/dev/null; wait
+
+clean:
+	rm -rf $(VENV) reports .pytest_cache tests/.pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	find . \( -name .mypy_cache -o -name .ruff_cache -o -name .pytest_cache -o -name '*.egg-info' \) \
+		-type d -prune -exec rm -rf {} +

@@ -1,0 +1,226 @@
+"""The harness: one real server per row (service x backend), shared by that row's tests.
+
+Rows come from SERVICES / BACKENDS (defaults: all). With `--compare-report` there is one row per
+service, on PostgreSQL when DATABASE_URL names a server and on embedded SQLite otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+import compare_report
+from apiclient import Api, Configured, User
+from harness import (
+    DEFAULT_ADMIN_URL,
+    Row,
+    Server,
+    ServerFailed,
+    ThrowawayPostgres,
+    create_database,
+    drop_database,
+    free_port,
+    postgres_answers,
+    redis_answers,
+    selected_rows,
+)
+
+pytest_plugins = ["compare_report"]
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _rows(config: pytest.Config) -> list[Row]:
+    if compare_report.enabled(config):
+        backend = "postgresql" if os.environ.get("DATABASE_URL") else "sqlite"
+        return selected_rows({**os.environ, "BACKENDS": backend})
+    return selected_rows()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    rows = ", ".join(row.id for row in _rows(config)) or "none"
+    return f"rows: {rows}  (filter with SERVICES=... BACKENDS=...)"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "row" in metafunc.fixturenames:
+        rows = _rows(metafunc.config)
+        metafunc.parametrize("row", rows, ids=[row.id for row in rows], scope="session")
+
+
+class Backends:
+    """Finds (or starts) PostgreSQL once per session; hands out Redis database numbers."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        compare = compare_report.enabled(config)
+        self.admin_url = os.environ.get("DATABASE_URL" if compare else "TEST_DATABASE_URL", "")
+        self.admin_url = self.admin_url or DEFAULT_ADMIN_URL
+        self.redis_url = os.environ.get("REDIS_URL") if compare else None
+        self.postgres_rows = [row.id for row in _rows(config) if row.backend == "postgresql"]
+        self.throwaway: ThrowawayPostgres | None = None
+        self._postgres: str | None = None
+        self._postgres_reason = ""
+        self._looked = False
+        self._redis_dbs = random.sample(range(1, 16), 15)
+
+    def postgres(self) -> str | None:
+        """An admin URL on a PostgreSQL that answers, or None (see `missing_postgres`)."""
+        if self._looked:
+            return self._postgres
+        self._looked = True
+        if postgres_answers(self.admin_url):
+            self._postgres = self.admin_url
+            return self._postgres
+        throwaway = ThrowawayPostgres()
+        if not throwaway.available:
+            self._postgres_reason = (
+                f"no PostgreSQL answers at {self.admin_url} and initdb/pg_ctl are not on PATH"
+            )
+            return None
+        try:
+            self._postgres = throwaway.start()
+            self.throwaway = throwaway
+        except Exception as exc:  # any failure to start it means: no PostgreSQL here
+            throwaway.stop()
+            self._postgres_reason = f"no PostgreSQL at {self.admin_url}; initdb/pg_ctl: {exc!r}"
+        return self._postgres
+
+    @property
+    def missing_postgres(self) -> str:
+        return self._postgres_reason
+
+    def redis_for(self, row: Row) -> str | None:
+        if self.redis_url:
+            return self.redis_url
+        if row.backend != "postgresql" or not redis_answers():
+            return None
+        return f"redis://127.0.0.1:6379/{self._redis_dbs.pop()}"
+
+    def close(self) -> None:
+        if self.throwaway is not None:
+            self.throwaway.stop()
+
+
+@pytest.fixture(scope="session")
+def backends(request: pytest.FixtureRequest) -> Iterator[Backends]:
+    found = Backends(request.config)
+    yield found
+    found.close()
+
+
+def _unavailable(message: str) -> None:
+    if _in_ci():
+        pytest.fail(f"CI=true forbids skipping a backend: {message}", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def server(
+    row: Row, backends: Backends, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The row's service, started for real and ready (`GET /readyz` is 200)."""
+    database_url = admin_url = None
+    if row.backend == "postgresql":
+        admin_url = backends.postgres()
+        if admin_url is None:
+            rows = ", ".join(backends.postgres_rows)
+            _unavailable(f"rows {rows} skipped: {backends.missing_postgres}")
+        assert admin_url is not None
+        database_url = create_database(admin_url, f"suite_{row.service}")
+    srv = Server(row, tmp_path_factory.mktemp(row.id), database_url, backends.redis_for(row))
+    try:
+        if database_url:
+            srv.migrate()
+        srv.start()
+    except ServerFailed as exc:
+        srv.stop()
+        if database_url and admin_url:
+            drop_database(admin_url, database_url)
+        pytest.fail(str(exc), pytrace=False)
+    yield srv
+    srv.stop()
+    if database_url and admin_url:
+        drop_database(admin_url, database_url)
+    crashes = srv.logged_errors()
+    if crashes:
+        # No request of the suite should make a server log a traceback or an error.
+        shown = "\n".join(crashes[:5])
+        pytest.fail(f"{row.id} logged {len(crashes)} error line(s):\n{shown}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def api(server: Server, request: pytest.FixtureRequest) -> Iterator[Api]:
+    """The test's view of a row: base URL, HTTP client, and the server's JWT configuration."""
+    recorder = compare_report.recorder(request.config)
+    service = server.row.service
+    hooks = recorder.hooks(service) if recorder else {}
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+    with httpx.Client(
+        base_url=server.base_url, timeout=30.0, limits=limits, event_hooks=hooks
+    ) as http:
+        record = recorder.recorder_for(service) if recorder else (lambda *_: None)
+        yield Api(server.base_url, server.jwt, http, record)
+
+
+@pytest.fixture(scope="session")
+def alice(api: Api) -> User:
+    """A user shared by the row's tests; tests only compare her data before and after."""
+    return api.new_user(full_name="Alice")
+
+
+@pytest.fixture(scope="session")
+def bob(api: Api) -> User:
+    return api.new_user(full_name="Bob")
+
+
+@pytest.fixture
+def user(api: Api) -> User:
+    """A fresh user, for tests that need an empty item list."""
+    return api.new_user()
+
+
+# The second server's configuration: every variable the contract names that the rows leave at
+# its default, set to something else, and one dependency unreachable.
+CONFIGURED = {
+    "LOG_LEVEL": "info",
+    "CORS_ORIGINS": "https://allowed.example,https://also-allowed.example",
+    "DOCS_ENABLED": "false",
+    "ACCESS_TOKEN_TTL_SECONDS": "120",
+    "MAX_BODY_BYTES": "4096",
+    "JWT_AUDIENCE": "suite-audience",
+    "JWT_ISSUER": "suite-issuer",
+}
+
+
+@pytest.fixture(scope="module")
+def configured(
+    row: Row, server: Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Configured]:
+    """A second server of the row's service with CONFIGURED settings and one dependency down.
+
+    postgresql rows: DATABASE_URL names a port nobody listens on. sqlite rows: the database is
+    embedded, so REDIS_URL names such a port and the broker is what fails. Ready means
+    `/healthz` here, since `/readyz` is meant to fail.
+    """
+    nowhere = f"127.0.0.1:{free_port()}"
+    if row.backend == "postgresql":
+        failed, database_url, redis_url = "database", f"postgresql://postgres@{nowhere}/gone", None
+    else:
+        failed, database_url, redis_url = "broker", None, f"redis://{nowhere}/1"
+    workdir = tmp_path_factory.mktemp(f"{row.id}-configured")
+    srv = Server(row, workdir, database_url, redis_url, settings=CONFIGURED, ready_path="/healthz")
+    try:
+        srv.start()
+    except ServerFailed as exc:
+        srv.stop()
+        pytest.fail(f"with {CONFIGURED} and its {failed} down: {exc}", pytrace=False)
+    with httpx.Client(base_url=srv.base_url, timeout=30.0) as http:
+        api = Api(srv.base_url, srv.jwt, http, lambda *_: None)
+        yield Configured(api, dict(CONFIGURED), failed, srv.log_lines)
+    srv.stop()
