@@ -10,14 +10,16 @@ SERVICE_DIRS := flask_service fastapi_service
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help env compare test lint unit suite up clean
+.PHONY: help env compare conformance test lint unit suite up clean
 
 help:
 	@echo "make compare  run the shared suite against both services, print the Flask/FastAPI table"
 	@echo "make test     everything: lint + type checks, each service's unit tests, the shared suite"
 	@echo "make lint     ruff check, ruff format --check and mypy in each service and in tests/"
 	@echo "make unit     each service's own tests, from its folder"
-	@echo "make suite    the shared suite over every row (SERVICES=..., BACKENDS=... to narrow)"
+	@echo "make suite    the shared suite over every row (SERVICES=..., BACKENDS=... to narrow);"
+	@echo "              it includes tests/conformance (Schemathesis, drift, differential), quick budget"
+	@echo "make conformance  the conformance suite, deep budget; writes reports/conformance.md + JUnit"
 	@echo "make up       both services in the foreground: Flask :8001, FastAPI :8002 (Ctrl-C stops)"
 	@echo "make clean    remove the venv, reports and caches"
 
@@ -34,7 +36,12 @@ $(STAMP): $(BIN)/python flask_service/pyproject.toml fastapi_service/pyproject.t
 env: $(STAMP)
 
 compare: $(STAMP)
-	$(BIN)/python -m pytest tests --compare-report -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests --compare-report -q --ignore=tests/conformance $(PYTEST_ARGS)
+
+# Schemathesis (all phases, all checks), spec drift and the differential run with the deep budget
+# against both services on PostgreSQL; the quick budget of the same tests runs inside `make suite`.
+conformance: $(STAMP)
+	$(BIN)/python tests/conformance/deep.py $(PYTEST_ARGS)
 
 # Every part runs even when an earlier one fails, so one run reports everything.
 test: $(STAMP)
@@ -90,5 +97,6 @@ up: $(STAMP)
 clean:
 	rm -rf $(VENV) reports .pytest_cache tests/.pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
-	find . \( -name .mypy_cache -o -name .ruff_cache -o -name .pytest_cache -o -name '*.egg-info' \) \
+	find . \( -name .mypy_cache -o -name .ruff_cache -o -name .pytest_cache -o -name .hypothesis \
+		-o -name '*.egg-info' \) \
 		-type d -prune -exec rm -rf {} +

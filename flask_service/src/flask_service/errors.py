@@ -69,10 +69,11 @@ def validation_issues(messages: Any, path: tuple[str, ...] = ()) -> list[dict[st
         issues: list[dict[str, str]] = []
         for key, value in messages.items():
             if not path:
-                part = _SOURCES.get(str(key), str(key))
-            else:
-                part = "" if key == "_schema" else str(key)  # `_schema`: the body as a whole
-            issues += validation_issues(value, (*path, part) if part else path)
+                issues += validation_issues(value, (_SOURCES.get(str(key), str(key)),))
+            elif key == "_schema":  # the body as a whole
+                issues += validation_issues(value, path)
+            else:  # a field named "" is still a field: `body.`
+                issues += validation_issues(value, (*path, str(key)))
         return issues
     if isinstance(messages, list | tuple):
         return [issue for message in messages for issue in validation_issues(message, path)]

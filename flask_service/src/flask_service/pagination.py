@@ -6,6 +6,10 @@ import base64
 import binascii
 import uuid
 
+# The form of every cursor encode_cursor issues: 16 bytes are 22 characters whose last one carries
+# 2 bits and 4 zero bits (the contract declares this pattern, so clients and fuzzers can see it).
+CURSOR_PATTERN = "^[A-Za-z0-9_-]{21}[AQgw]$"
+
 
 def encode_cursor(last_id: uuid.UUID) -> str:
     return base64.urlsafe_b64encode(last_id.bytes).rstrip(b"=").decode("ascii")

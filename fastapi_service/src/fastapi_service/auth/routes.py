@@ -39,4 +39,5 @@ async def create_token(
     """Exchange email and password for an access token"""
     token = await service.create_token(session, form.username, form.password, settings)
     response.headers["Cache-Control"] = "no-store"
-    return Token(access_token=token.token, expires_in=token.expires_in)
+    body = {"access_token": token.token, "token_type": "bearer", "expires_in": token.expires_in}
+    return Token.model_validate(body)

@@ -23,5 +23,5 @@ class Token(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     access_token: str
-    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - a token type, not a secret
+    token_type: Literal["bearer"]
     expires_in: Annotated[int, Field(ge=1)]

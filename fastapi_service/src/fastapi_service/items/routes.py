@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 from ..deps import ContractRoute, CurrentUserId, SessionDep
 from ..docs import headers, problems
 from ..models import Item as ItemRow
-from ..pagination import decode_cursor, encode_cursor
+from ..pagination import CURSOR_PATTERN, decode_cursor, encode_cursor
 from ..problems import ValidationFailed
 from . import service
 from .schemas import NO_NUL, Item, ItemCreate, ItemPage, ItemUpdate, Tag
@@ -21,7 +21,12 @@ ItemId = Annotated[uuid.UUID, Path()]
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size.")]
 Cursor = Annotated[
     str | None,
-    Query(min_length=1, max_length=200, description="The `next_cursor` of the previous page."),
+    Query(
+        min_length=22,
+        max_length=22,
+        pattern=CURSOR_PATTERN,
+        description="The `next_cursor` of the previous page.",
+    ),
 ]
 TagFilter = Annotated[Tag | None, Query(description="Only items carrying this tag.")]
 NameFilter = Annotated[
@@ -163,6 +168,8 @@ async def update_item(
     "/{item_id}",
     operation_id="delete_item",
     status_code=204,
+    # A bare Response: a 204 has no body, so it carries no Content-Type either.
+    response_class=Response,
     response_description="The item was deleted.",
     responses=problems(401, 404, 405, 412, 422, 429, 503),
 )

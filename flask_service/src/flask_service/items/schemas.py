@@ -12,7 +12,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from ..pagination import decode_cursor
+from ..pagination import CURSOR_PATTERN, decode_cursor
 
 NO_NUL = r"^[^\u0000]*$"
 TAG_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
@@ -103,8 +103,9 @@ class ItemListArgs(ma.Schema):
         metadata={
             "description": "The `next_cursor` of the previous page; opaque.",
             "type": "string",
-            "minLength": 1,
-            "maxLength": 200,
+            "minLength": 22,
+            "maxLength": 22,
+            "pattern": CURSOR_PATTERN,
         },
     )
     tag = Tag(metadata={"description": "Only items carrying this tag."})

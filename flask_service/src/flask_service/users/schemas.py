@@ -8,7 +8,9 @@ from marshmallow import fields, validate
 NO_NUL = r"^[^\u0000]*$"
 
 
-EMAIL_PATTERN = r"^[^@\s\u0000]+@[^@\s\u0000]+$"
+# Explicit ranges, not `\s`: regex engines disagree on what `\s` covers (Python's includes
+# \x1c-\x1f, pydantic-core's and ECMA's do not), and the contract must mean one thing.
+EMAIL_PATTERN = r"^[^@\x00-\x20\x7f]+@[^@\x00-\x20\x7f]+$"
 
 
 class UserCreate(ma.Schema):
