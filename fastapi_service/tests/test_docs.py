@@ -14,13 +14,14 @@ from helpers import assert_problem
 
 pytestmark = pytest.mark.anyio
 
-# The contract's operations this service implements so far (jobs and export come later).
+# The contract's operations this service implements so far (jobs come later).
 OPERATIONS = {
     ("post", "/api/v1/users"): "create_user",
     ("get", "/api/v1/users/me"): "read_me",
     ("post", "/api/v1/auth/token"): "create_token",
     ("get", "/api/v1/items"): "list_items",
     ("post", "/api/v1/items"): "create_item",
+    ("get", "/api/v1/items/export"): "export_items",
     ("get", "/api/v1/items/{item_id}"): "read_item",
     ("put", "/api/v1/items/{item_id}"): "replace_item",
     ("patch", "/api/v1/items/{item_id}"): "update_item",

@@ -17,6 +17,7 @@ OPERATIONS = {
     ("/api/v1/auth/token", "post"): "create_token",
     ("/api/v1/items", "get"): "list_items",
     ("/api/v1/items", "post"): "create_item",
+    ("/api/v1/items/export", "get"): "export_items",
     ("/api/v1/items/{item_id}", "get"): "read_item",
     ("/api/v1/items/{item_id}", "put"): "replace_item",
     ("/api/v1/items/{item_id}", "patch"): "update_item",

@@ -21,6 +21,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.responses import Response
 from starlette.types import Message, Receive
 
+from .db import SNAPSHOT_READ
 from .problems import ContentTooLarge, MalformedRequest, Unauthorized, UnsupportedMediaType
 from .security import InvalidToken, decode_access_token
 from .settings import Settings
@@ -55,6 +56,22 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 # scope="function": the commit runs before the response is sent, so a failed commit becomes
 # its problem response instead of a 200 for a change that was never stored.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+async def get_snapshot_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A read-only session for a streamed response, closed once the response is done.
+
+    It is connected here, so an unreachable database is a 503 before anything is sent, and
+    it reads from a snapshot that never holds a write lock (db.SNAPSHOT_READ).
+    """
+    async with request.app.state.session_factory() as session:
+        await session.connection(execution_options=SNAPSHOT_READ)
+        yield session
+
+
+# scope="request": the session stays open while the body streams, and closes when the stream
+# ends or the client goes away.
+SnapshotSessionDep = Annotated[AsyncSession, Depends(get_snapshot_session, scope="request")]
 
 
 def authenticate(credentials: HTTPAuthorizationCredentials | None, settings: Settings) -> uuid.UUID:

@@ -176,6 +176,10 @@ def _contract_conventions(operation: dict[str, Any]) -> None:
                 "X-Request-ID": {"$ref": _HEADER + "X-Request-ID"},
                 **response.get("headers", {}),
             }
+            # FastAPI describes a JSON Lines line as `itemSchema`; the contract uses `schema`.
+            for media in response.get("content", {}).values():
+                if "itemSchema" in media:
+                    media["schema"] = media.pop("itemSchema")
 
 
 def _script_hashes(html: str) -> str:

@@ -171,7 +171,8 @@ class ObservabilityMiddleware:
 
     def _record(self, scope: Scope, method: str, status: int, elapsed: float) -> None:
         route: Any = scope.get("route")
-        template = getattr(route, "path", None) or UNMATCHED_ROUTE
+        # path_format: `{item_id}`, without the `:item_id` convertor the route path carries.
+        template = getattr(route, "path_format", None) or UNMATCHED_ROUTE
         self.metrics.requests.labels(method, template, str(status)).inc()
         self.metrics.duration.labels(method, template).observe(elapsed)
         if access_logger.isEnabledFor(logging.INFO):

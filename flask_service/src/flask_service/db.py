@@ -14,6 +14,11 @@ from sqlalchemy.types import TypeDecorator
 from .settings import SERVICE_NAME, Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Execution options for a read-only transaction that stays open while a response streams:
+# on SQLite it begins DEFERRED (a WAL snapshot that never blocks writers) instead of IMMEDIATE,
+# which would hold the write lock for the whole stream. Other backends ignore it.
+SNAPSHOT_READ_OPTION = "snapshot_read"
+SNAPSHOT_READ = {SNAPSHOT_READ_OPTION: True}
 
 # Named constraints, so Alembic migrations can refer to them on every backend.
 NAMING_CONVENTION = {
@@ -88,7 +93,10 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(SNAPSHOT_READ_OPTION):
+            connection.exec_driver_sql("BEGIN DEFERRED")  # a WAL read snapshot, no write lock
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _unicode_lower(value: Any) -> Any:

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from webargs.flaskparser import FlaskParser
 from werkzeug.datastructures import MultiDict
 
+from .db import SNAPSHOT_READ
 from .errors import validation_issues
 from .observability import Metrics
 from .problems import (
@@ -68,6 +69,21 @@ def get_session() -> Session:
     if "db_session" not in g:
         g.db_session = app_state().session_factory()
     return cast(Session, g.db_session)
+
+
+def get_snapshot_session() -> Session:
+    """A read-only session for a streamed response, which the caller must close.
+
+    It is connected here, so an unreachable database is a 503 before anything is sent, and
+    it reads from a snapshot that never holds a write lock (db.SNAPSHOT_READ).
+    """
+    session = app_state().session_factory()
+    try:
+        session.connection(execution_options=SNAPSHOT_READ)
+    except BaseException:
+        session.close()
+        raise
+    return session
 
 
 def close_session(_exc: BaseException | None = None) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response
+from starlette.convertors import StringConvertor, register_url_convertor
 
-from ..deps import ContractRoute, CurrentUserId, SessionDep
+from ..deps import ContractRoute, CurrentUserId, SessionDep, SnapshotSessionDep
 from ..docs import headers, problems
 from ..models import Item as ItemRow
 from ..pagination import CURSOR_PATTERN, decode_cursor, encode_cursor
@@ -16,6 +18,16 @@ from . import service
 from .schemas import NO_NUL, Item, ItemCreate, ItemPage, ItemUpdate, Tag
 
 router = APIRouter(prefix="/api/v1/items", tags=["items"], route_class=ContractRoute)
+
+
+class ItemIdConvertor(StringConvertor):
+    """Any path segment but `export`: PUT /items/export must be a 405 (that path is GET
+    only), not an attempt to replace an item whose id is "export"."""
+
+    regex = r"(?!export$)[^/]+"
+
+
+register_url_convertor("item_id", ItemIdConvertor())
 
 ItemId = Annotated[uuid.UUID, Path()]
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size.")]
@@ -100,7 +112,26 @@ async def create_item(
 
 
 @router.get(
-    "/{item_id}",
+    "/export",
+    operation_id="export_items",
+    response_description=(
+        "Every item of the caller, oldest first, one JSON object per line (JSON Lines), "
+        "streamed from a server-side cursor. The schema describes one line."
+    ),
+    responses=problems(401, 405, 422, 429, 503),
+)
+async def export_items(
+    user_id: CurrentUserId, session: SnapshotSessionDep, tag: TagFilter = None
+) -> AsyncIterator[Item]:
+    """Export the signed-in user's items as JSON Lines"""
+    # A generator endpoint: FastAPI validates each yielded row as an Item and sends it as one
+    # line of application/jsonl while the next rows are still being read.
+    async for item in await service.export_items(session, user_id, tag=tag):
+        yield Item.model_validate(item)
+
+
+@router.get(
+    "/{item_id:item_id}",
     operation_id="read_item",
     response_model=Item,
     response_description="The item.",
@@ -125,7 +156,7 @@ async def read_item(
 
 
 @router.put(
-    "/{item_id}",
+    "/{item_id:item_id}",
     operation_id="replace_item",
     response_model=Item,
     response_description="The replaced item.",
@@ -145,7 +176,7 @@ async def replace_item(
 
 
 @router.patch(
-    "/{item_id}",
+    "/{item_id:item_id}",
     operation_id="update_item",
     response_model=Item,
     response_description="The updated item.",
@@ -165,7 +196,7 @@ async def update_item(
 
 
 @router.delete(
-    "/{item_id}",
+    "/{item_id:item_id}",
     operation_id="delete_item",
     status_code=204,
     # A bare Response: a 204 has no body, so it carries no Content-Type either.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from sqlalchemy import ColumnElement, exists, func, literal, select, type_coerce
@@ -22,6 +22,8 @@ from ..models import IdempotencyKey, Item
 from ..problems import IdempotencyKeyReused, NotFound, PreconditionFailed
 
 ITEM_FIELDS = ("name", "description", "price", "tags")
+# Rows fetched from the server-side cursor at a time: memory stays flat however many items.
+EXPORT_BATCH = 500
 
 
 def etag(item: Item) -> str:
@@ -77,6 +79,25 @@ async def list_items(
     if len(items) > limit:
         return items[:limit], items[limit - 1].id
     return items, None
+
+
+async def export_items(
+    session: AsyncSession, owner_id: uuid.UUID, *, tag: str | None = None
+) -> AsyncIterator[Item]:
+    """Every item of the owner, oldest first, read lazily from a server-side cursor.
+
+    The query runs here, so a database error is raised before anything is streamed; the rows
+    then arrive in batches of EXPORT_BATCH as the caller iterates.
+    """
+    query = (
+        select(Item)
+        .where(Item.owner_id == owner_id)
+        .order_by(Item.id)
+        .execution_options(yield_per=EXPORT_BATCH)
+    )
+    if tag is not None:
+        query = query.where(_tag_filter(session, tag))
+    return await session.stream_scalars(query)
 
 
 def _request_hash(fields: Mapping[str, Any]) -> str:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from flask import Response
+from flask import Response, current_app
 from flask.views import MethodView
+from werkzeug.routing import BaseConverter
 
-from ..deps import SIGNED_IN, Blueprint, current_user_id, get_session, path_uuid
+from ..deps import (
+    SIGNED_IN,
+    Blueprint,
+    current_user_id,
+    get_session,
+    get_snapshot_session,
+    path_uuid,
+)
 from ..docs import headers, problems
 from ..models import Item as ItemRow
 from ..pagination import encode_cursor
@@ -18,12 +27,25 @@ from .schemas import (
     IfNoneMatchHeader,
     Item,
     ItemCreate,
+    ItemExportArgs,
     ItemListArgs,
     ItemPage,
     ItemUpdate,
 )
 
 blp = Blueprint("items", __name__, url_prefix="/api/v1/items")
+JSONL_MEDIA_TYPE = "application/jsonl"
+
+
+class ItemIdConverter(BaseConverter):
+    """Any path segment but `export`: PUT /items/export must be a 405 (that path is GET
+    only), not an attempt to replace an item whose id is "export"."""
+
+    regex = r"(?!export$)[^/]+"
+
+
+blp.record_once(lambda state: state.app.url_map.converters.setdefault("item_id", ItemIdConverter))
+
 ITEM_ID = {
     "in": "path",
     "name": "item_id",
@@ -34,6 +56,12 @@ ITEM_ID = {
 
 def _with_etag(item: ItemRow) -> tuple[ItemRow, dict[str, str]]:
     return item, {"ETag": service.etag(item)}
+
+
+def _json_lines(items: Iterable[ItemRow], dumps: Callable[..., str]) -> Iterator[str]:
+    schema = Item()
+    for item in items:
+        yield dumps(schema.dump(item), separators=(",", ":")) + "\n"
 
 
 @blp.route("")
@@ -73,7 +101,38 @@ class Items(MethodView):
         return item, {"Location": f"{blp.url_prefix}/{item.id}", "ETag": service.etag(item)}
 
 
-@blp.route("/<item_id>", parameters=[ITEM_ID])
+@blp.route("/export")
+class ItemsExport(MethodView):
+    decorators = SIGNED_IN
+
+    @blp.doc(operationId="export_items", responses=problems(401, 405, 422, 429, 503))
+    @blp.arguments(ItemExportArgs, location="query")
+    @blp.response(
+        200,
+        Item,
+        content_type=JSONL_MEDIA_TYPE,
+        description=(
+            "Every item of the caller, oldest first, one JSON object per line (JSON Lines), "
+            "streamed from a server-side cursor. The schema describes one line."
+        ),
+    )
+    def get(self, args: dict[str, Any]) -> Response:
+        """Export the signed-in user's items as JSON Lines"""
+        # The body is sent after the request's teardown has run, so the response owns this
+        # session and closes it when the stream ends or the client goes away.
+        session = get_snapshot_session()
+        try:
+            items = service.export_items(session, current_user_id(), tag=args.get("tag"))
+        except BaseException:
+            session.close()
+            raise
+        lines = _json_lines(items, current_app.json.dumps)
+        response = Response(lines, mimetype=JSONL_MEDIA_TYPE)
+        response.call_on_close(session.close)
+        return response
+
+
+@blp.route("/<item_id:item_id>", parameters=[ITEM_ID])
 class ItemById(MethodView):
     decorators = SIGNED_IN
 

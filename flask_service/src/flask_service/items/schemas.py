@@ -115,6 +115,10 @@ class ItemListArgs(ma.Schema):
     )
 
 
+class ItemExportArgs(ma.Schema):
+    tag = Tag(metadata={"description": "Only items carrying this tag."})
+
+
 class IfMatchHeader(ma.Schema):
     if_match = fields.String(
         data_key="If-Match",
