@@ -20,7 +20,7 @@ help:
 	@echo "make suite    the shared suite over every row (SERVICES=..., BACKENDS=... to narrow);"
 	@echo "              it includes tests/conformance (Schemathesis, drift, differential), quick budget"
 	@echo "make conformance  the conformance suite, deep budget; writes reports/conformance.md + JUnit"
-	@echo "make up       both services in the foreground: Flask :8001, FastAPI :8002 (Ctrl-C stops)"
+	@echo "make up       both services and their workers: Flask :8001, FastAPI :8002 (Ctrl-C stops)"
 	@echo "make clean    remove the venv, reports and caches"
 
 # The venv itself is a file target; the stamp re-installs when a pyproject or requirements changes.
@@ -73,8 +73,10 @@ unit: $(STAMP)
 suite: $(STAMP)
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
-# Both services in the foreground on the embedded defaults (or DATABASE_URL / REDIS_URL when set;
-# FLASK_DATABASE_URL / FASTAPI_DATABASE_URL give each its own database). Ctrl-C stops both.
+# Both services and their Celery workers in the foreground on the embedded defaults (or
+# DATABASE_URL / REDIS_URL when set; FLASK_DATABASE_URL / FASTAPI_DATABASE_URL give each its own
+# database). Each worker runs from its service's folder, so they share VAR_DIR (./var) and with it
+# the embedded broker. Ctrl-C stops all four.
 FLASK_DATABASE_URL ?= $(DATABASE_URL)
 FASTAPI_DATABASE_URL ?= $(DATABASE_URL)
 up: $(STAMP)
@@ -90,9 +92,16 @@ up: $(STAMP)
 	(cd fastapi_service && exec env PORT=8002 \
 		$(if $(FASTAPI_DATABASE_URL),DATABASE_URL='$(FASTAPI_DATABASE_URL)') \
 		../$(BIN)/python -m fastapi_service) & fastapi=$$!; \
-	trap 'kill -TERM $$flask $$fastapi 2>/dev/null' INT TERM; \
-	echo "Flask on http://127.0.0.1:8001, FastAPI on http://127.0.0.1:8002 (Ctrl-C stops both)"; \
-	wait $$flask $$fastapi; kill -TERM $$flask $$fastapi 2>/dev/null; wait
+	(cd flask_service && exec env \
+		$(if $(FLASK_DATABASE_URL),DATABASE_URL='$(FLASK_DATABASE_URL)') \
+		../$(BIN)/python -m flask_service.worker) & flask_worker=$$!; \
+	(cd fastapi_service && exec env \
+		$(if $(FASTAPI_DATABASE_URL),DATABASE_URL='$(FASTAPI_DATABASE_URL)') \
+		../$(BIN)/python -m fastapi_service.worker) & fastapi_worker=$$!; \
+	all="$$flask $$fastapi $$flask_worker $$fastapi_worker"; \
+	trap 'kill -TERM $$all 2>/dev/null' INT TERM; \
+	echo "Flask on http://127.0.0.1:8001, FastAPI on http://127.0.0.1:8002, a Celery worker beside each (Ctrl-C stops all)"; \
+	wait $$all; kill -TERM $$all 2>/dev/null; wait
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache tests/.pytest_cache

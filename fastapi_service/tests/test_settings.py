@@ -48,6 +48,7 @@ def test_reads_the_contracts_variable_names(monkeypatch: pytest.MonkeyPatch) -> 
         "MAX_BODY_BYTES": "2048",
         "CORS_ORIGINS": "https://a.example, https://b.example",
         "DOCS_ENABLED": "false",
+        "CELERY_VISIBILITY_TIMEOUT": "90",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -65,6 +66,7 @@ def test_reads_the_contracts_variable_names(monkeypatch: pytest.MonkeyPatch) -> 
     assert settings.max_body_bytes == 2048
     assert settings.cors_origins == ("https://a.example", "https://b.example")
     assert settings.docs_enabled is False
+    assert settings.celery_visibility_timeout == 90
 
 
 def test_migrate_on_start_defaults_to_true_on_sqlite_only() -> None:

@@ -49,6 +49,7 @@ def test_every_variable_is_read() -> None:
             "MAX_BODY_BYTES": "2048",
             "CORS_ORIGINS": "https://a.example, https://b.example,",
             "DOCS_ENABLED": "false",
+            "CELERY_VISIBILITY_TIMEOUT": "90",
         }
     )
     assert settings.database_url == "postgresql://u:p@db:5432/items"
@@ -63,6 +64,7 @@ def test_every_variable_is_read() -> None:
     assert settings.max_body_bytes == 2048
     assert settings.cors_origins == ("https://a.example", "https://b.example")
     assert settings.docs_enabled is False
+    assert settings.celery_visibility_timeout == 90
 
 
 @pytest.mark.parametrize(

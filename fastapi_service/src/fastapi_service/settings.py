@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
     docs_enabled: bool = True
+    celery_visibility_timeout: int = Field(default=7200, ge=1)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -61,6 +61,7 @@ class Settings:
     max_body_bytes: int = 1_048_576
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     docs_enabled: bool = True
+    celery_visibility_timeout: int = 7200
 
     def __post_init__(self) -> None:
         if self.log_level not in LOG_LEVELS:
@@ -99,6 +100,7 @@ class Settings:
             "DB_POOL_SIZE": ("db_pool_size", 1),
             "DB_MAX_OVERFLOW": ("db_max_overflow", 0),
             "MAX_BODY_BYTES": ("max_body_bytes", 1),
+            "CELERY_VISIBILITY_TIMEOUT": ("celery_visibility_timeout", 1),
         }
         for name, (attr, minimum) in integers.items():
             if env.get(name):

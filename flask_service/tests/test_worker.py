@@ -1,0 +1,118 @@
+"""A real worker process (`python -m flask_service.worker`) answers `ping` on both brokers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from kombu.exceptions import OperationalError
+
+from flask_service.settings import Settings
+from flask_service.worker import PING_TASK, make_celery, worker_argv
+
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+ROUND_TRIP_TIMEOUT_SECONDS = 15
+
+StartWorker = Callable[[Settings], None]
+
+
+def _redis_unavailable(url: str) -> str | None:
+    """None when Redis answers, else why not."""
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        return f"Redis at {url} does not answer ({exc})"
+    return None
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[StartWorker]:
+    """Starts `python -m flask_service.worker` for some settings; stops it in teardown."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(settings: Settings) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "VAR_DIR"}}
+        env |= {"VAR_DIR": str(settings.var_dir), "CELERY_CONCURRENCY": "1"}
+        if settings.redis_url:
+            env["REDIS_URL"] = settings.redis_url
+        log = tmp_path / "worker.log"
+        with log.open("wb") as out:
+            # A session of its own, so teardown reaches the pool's child processes too.
+            process = subprocess.Popen(
+                [sys.executable, "-m", "flask_service.worker"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        processes.append(process)
+
+    yield start
+    for process in processes:
+        process.send_signal(signal.SIGTERM)  # warm shutdown: the worker stops its own pool
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _ping_through_worker(settings: Settings, start_worker: StartWorker) -> None:
+    start_worker(settings)
+    celery = make_celery(settings)
+    try:
+        result = celery.send_task(PING_TASK)
+        assert result.get(timeout=ROUND_TRIP_TIMEOUT_SECONDS) == "pong"
+        result.forget()  # leaves no result behind in a shared Redis
+    finally:
+        celery.close()
+
+
+def test_reliability_settings(tmp_path: Path) -> None:
+    settings = Settings(var_dir=tmp_path, redis_url=None, celery_visibility_timeout=90)
+    conf = make_celery(settings).conf
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.broker_transport_options["visibility_timeout"] == 90
+    assert conf.accept_content == ["json"]
+    assert (tmp_path / "broker" / "queue").is_dir()
+
+
+def test_embedded_broker_skips_broadcasts_redis_keeps_them(tmp_path: Path) -> None:
+    embedded = worker_argv(Settings(var_dir=tmp_path, redis_url=None), concurrency=3)
+    assert "--concurrency=3" in embedded
+    assert "--without-mingle" in embedded
+    on_redis = worker_argv(Settings(var_dir=tmp_path, redis_url=TEST_REDIS_URL), concurrency=2)
+    assert "--without-mingle" not in on_redis
+
+
+def test_ping_on_embedded_broker(tmp_path: Path, start_worker: StartWorker) -> None:
+    _ping_through_worker(Settings(var_dir=tmp_path / "var", redis_url=None), start_worker)
+    assert (tmp_path / "var" / "celery-results.sqlite3").is_file()
+
+
+def test_ping_on_redis(tmp_path: Path, start_worker: StartWorker) -> None:
+    reason = _redis_unavailable(TEST_REDIS_URL)
+    if reason:
+        pytest.skip(reason)
+    _ping_through_worker(Settings(var_dir=tmp_path / "var", redis_url=TEST_REDIS_URL), start_worker)
+
+
+def test_down_redis_fails_fast(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on once the probe closes
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    celery = make_celery(Settings(var_dir=tmp_path, redis_url=f"redis://127.0.0.1:{port}/0"))
+    started = time.monotonic()
+    with pytest.raises((RuntimeError, OperationalError)):
+        celery.send_task(PING_TASK)
+    assert time.monotonic() - started < 10
