@@ -83,11 +83,12 @@ def worker_argv(settings: Settings, concurrency: int) -> list[str]:
 def main() -> None:
     raw = os.environ.get("CELERY_CONCURRENCY", "").strip()
     concurrency = int(raw) if raw.isdigit() and int(raw) > 0 else DEFAULT_CONCURRENCY
-    settings = Settings.from_env()
-    make_celery(settings).worker_main(worker_argv(settings, concurrency))
+    # The module-level app: building a second one here would read the settings twice.
+    celery_app.worker_main(worker_argv(SETTINGS, concurrency))
 
 
-celery_app = make_celery(Settings.from_env())
+SETTINGS = Settings.from_env()
+celery_app = make_celery(SETTINGS)
 
 if __name__ == "__main__":
     main()
