@@ -8,6 +8,9 @@ dropped at the end of the session.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -180,3 +183,49 @@ def problem(response: Any, status: int, slug: str) -> dict[str, Any]:
 
 def locations(response: Any) -> list[str]:
     return [issue["location"] for issue in data(response)["errors"]]
+
+
+StartWorker = Callable[[Settings], subprocess.Popen[bytes]]
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[StartWorker]:
+    """Starts `python -m flask_service.worker` for some settings; stops it in teardown."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(settings: Settings) -> subprocess.Popen[bytes]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in {"REDIS_URL", "VAR_DIR", "DATABASE_URL", "JWT_SECRET"}
+        }
+        env |= {
+            "VAR_DIR": str(settings.var_dir),
+            "CELERY_CONCURRENCY": "1",
+            "JOB_BATCH_SIZE": str(settings.job_batch_size),
+        }
+        if settings.redis_url:
+            env["REDIS_URL"] = settings.redis_url
+        if settings.database_url:
+            env["DATABASE_URL"] = settings.database_url
+        log = tmp_path / "worker.log"
+        with log.open("wb") as out:
+            # A session of its own, so teardown reaches the pool's child processes too.
+            process = subprocess.Popen(
+                [sys.executable, "-m", "flask_service.worker"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        process.send_signal(signal.SIGTERM)  # warm shutdown: the worker stops its own pool
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

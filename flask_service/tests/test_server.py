@@ -1,4 +1,5 @@
-"""The real server: `python -m flask_service` (gunicorn) answers, then drains on SIGTERM."""
+"""The real server: `python -m flask_service` (gunicorn) answers, drains on SIGTERM, and frees
+the event stream of a client that went away."""
 
 from __future__ import annotations
 
@@ -10,12 +11,17 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 from flask_service import server
+from flask_service.settings import SERVICE_NAME
 
 
 def _free_port() -> int:
@@ -85,3 +91,107 @@ def test_python_dash_m_serves_and_drains(tmp_path: Path) -> None:
     assert any(line.get("logger") == "flask_service.access" for line in lines)
     assert all("request_id" in line for line in lines)
     assert not [line for line in output.splitlines() if line and not line.startswith("{")]
+
+
+def _start(tmp_path: Path, **extra: str) -> tuple[subprocess.Popen[str], int]:
+    port = _free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG"}},
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "1",
+        "LOG_LEVEL": "warning",
+        "VAR_DIR": str(tmp_path / "var"),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+        **extra,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flask_service"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if _get(f"http://127.0.0.1:{port}/readyz")[0] == 200:
+                return process, port
+        except OSError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            pytest.fail("the server did not come up")
+        time.sleep(0.2)
+
+
+def _send(url: str, body: bytes, content_type: str, token: str | None = None) -> Any:
+    request = urllib.request.Request(url, data=body, method="POST")  # noqa: S310 - local
+    request.add_header("Content-Type", content_type)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - a local URL
+        return json.loads(answer.read())
+
+
+def _streams_open(port: int) -> float:
+    _, _, metrics = _get(f"http://127.0.0.1:{port}/metrics")
+    for line in metrics.decode().splitlines():
+        if line.startswith("job_event_streams_open "):
+            return float(line.split()[1])
+    raise AssertionError("job_event_streams_open is missing")
+
+
+def _wait_for_gauge(port: int, value: float, within: float) -> float:
+    started = time.monotonic()
+    while _streams_open(port) != value:
+        if time.monotonic() - started > within:
+            pytest.fail(f"job_event_streams_open did not reach {value} within {within} s")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("broker", ["embedded", "redis"])
+def test_a_client_that_leaves_frees_its_stream_within_a_second(tmp_path: Path, broker: str) -> None:
+    """Real gunicorn (the default worker class): the stream notices the closed socket while it
+    waits (a Redis message, or the row poll), well before its next heartbeat write."""
+    extra = {"SSE_HEARTBEAT_SECONDS": "30"}
+    if broker == "redis":
+        redis_url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+        try:
+            redis.Redis.from_url(redis_url, socket_connect_timeout=1).ping()
+        except redis.RedisError as exc:
+            pytest.skip(f"Redis at {redis_url} does not answer ({exc})")
+        extra["REDIS_URL"] = redis_url
+    process, port = _start(tmp_path, **extra)
+    base = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        email = f"stream-{uuid.uuid4().hex[:8]}@example.test"
+        credentials = {"email": email, "password": "correct horse battery"}
+        _send(f"{base}/users", json.dumps(credentials).encode(), "application/json")
+        form = urllib.parse.urlencode({"username": email, "password": credentials["password"]})
+        token = _send(f"{base}/auth/token", form.encode(), "application/x-www-form-urlencoded")[
+            "access_token"
+        ]
+        # No worker runs: the job stays queued and its stream stays open.
+        job = _send(f"{base}/jobs", b'{"kind": "items_report"}', "application/json", token)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            client.sendall(
+                f"GET /api/v1/jobs/{job['id']}/events HTTP/1.1\r\nHost: test\r\n"
+                f"Authorization: Bearer {token}\r\n\r\n".encode()
+            )
+            received = b""
+            while b"event: progress" not in received:
+                chunk = client.recv(4096)
+                assert chunk, received
+                received += chunk
+            assert received.startswith(b"HTTP/1.1 200 ")
+            _wait_for_gauge(port, 1, within=2)
+        assert _wait_for_gauge(port, 0, within=1.0) < 1.0
+    finally:
+        if broker == "redis":
+            # The run_job message nobody consumed must not reach another test's worker.
+            redis.Redis.from_url(extra["REDIS_URL"]).delete(SERVICE_NAME)
+        process.send_signal(signal.SIGINT)  # quick shutdown: draining is tested above
+        process.communicate(timeout=40)
+    assert process.returncode == 0

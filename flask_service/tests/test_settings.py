@@ -26,6 +26,10 @@ def test_defaults_match_the_contract_table() -> None:
     assert settings.max_body_bytes == 1_048_576
     assert settings.cors_origins == ()
     assert settings.docs_enabled is True
+    assert settings.celery_visibility_timeout == 7200
+    assert settings.celery_concurrency == 2
+    assert (settings.job_batch_size, settings.job_max_retries) == (500, 5)
+    assert settings.sse_heartbeat_seconds == 15
 
 
 def test_every_variable_is_read() -> None:
@@ -50,6 +54,10 @@ def test_every_variable_is_read() -> None:
             "CORS_ORIGINS": "https://a.example, https://b.example,",
             "DOCS_ENABLED": "false",
             "CELERY_VISIBILITY_TIMEOUT": "90",
+            "CELERY_CONCURRENCY": "3",
+            "JOB_BATCH_SIZE": "7",
+            "JOB_MAX_RETRIES": "0",
+            "SSE_HEARTBEAT_SECONDS": "2",
         }
     )
     assert settings.database_url == "postgresql://u:p@db:5432/items"
@@ -65,6 +73,9 @@ def test_every_variable_is_read() -> None:
     assert settings.cors_origins == ("https://a.example", "https://b.example")
     assert settings.docs_enabled is False
     assert settings.celery_visibility_timeout == 90
+    assert settings.celery_concurrency == 3
+    assert (settings.job_batch_size, settings.job_max_retries) == (7, 0)
+    assert settings.sse_heartbeat_seconds == 2
 
 
 @pytest.mark.parametrize(
@@ -93,6 +104,10 @@ def test_migrate_on_start_defaults_by_backend(
         {"ENVIRONMENT": "production", "JWT_SECRET": "short"},
         {"PORT": "eighty"},
         {"WEB_CONCURRENCY": "0"},
+        {"JOB_BATCH_SIZE": "0"},
+        {"JOB_MAX_RETRIES": "-1"},
+        {"SSE_HEARTBEAT_SECONDS": "0"},
+        {"CELERY_CONCURRENCY": "0"},
         {"DOCS_ENABLED": "perhaps"},
         {"LOG_LEVEL": "loud"},
     ],

@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 from kombu.exceptions import OperationalError
 
+from conftest import StartWorker
 from flask_service.settings import Settings
 from flask_service.worker import PING_TASK, make_celery, worker_argv
 
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 ROUND_TRIP_TIMEOUT_SECONDS = 15
-
-StartWorker = Callable[[Settings], None]
 
 
 def _redis_unavailable(url: str) -> str | None:
@@ -31,38 +26,6 @@ def _redis_unavailable(url: str) -> str | None:
     except redis.RedisError as exc:
         return f"Redis at {url} does not answer ({exc})"
     return None
-
-
-@pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[StartWorker]:
-    """Starts `python -m flask_service.worker` for some settings; stops it in teardown."""
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start(settings: Settings) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "VAR_DIR"}}
-        env |= {"VAR_DIR": str(settings.var_dir), "CELERY_CONCURRENCY": "1"}
-        if settings.redis_url:
-            env["REDIS_URL"] = settings.redis_url
-        log = tmp_path / "worker.log"
-        with log.open("wb") as out:
-            # A session of its own, so teardown reaches the pool's child processes too.
-            process = subprocess.Popen(
-                [sys.executable, "-m", "flask_service.worker"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        processes.append(process)
-
-    yield start
-    for process in processes:
-        process.send_signal(signal.SIGTERM)  # warm shutdown: the worker stops its own pool
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def _ping_through_worker(settings: Settings, start_worker: StartWorker) -> None:
@@ -87,12 +50,13 @@ def test_reliability_settings(tmp_path: Path) -> None:
     assert (tmp_path / "broker" / "queue").is_dir()
 
 
-def test_embedded_broker_skips_broadcasts_redis_keeps_them(tmp_path: Path) -> None:
+def test_workers_skip_broadcasts_heartbeats_only_on_the_embedded_broker(tmp_path: Path) -> None:
     embedded = worker_argv(Settings(var_dir=tmp_path, redis_url=None), concurrency=3)
     assert "--concurrency=3" in embedded
-    assert "--without-mingle" in embedded
+    assert {"--without-gossip", "--without-mingle", "--without-heartbeat"} <= set(embedded)
     on_redis = worker_argv(Settings(var_dir=tmp_path, redis_url=TEST_REDIS_URL), concurrency=2)
-    assert "--without-mingle" not in on_redis
+    assert {"--without-gossip", "--without-mingle"} <= set(on_redis)
+    assert "--without-heartbeat" not in on_redis
 
 
 def test_ping_on_embedded_broker(tmp_path: Path, start_worker: StartWorker) -> None:

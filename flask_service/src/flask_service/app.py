@@ -18,11 +18,16 @@ from .docs import install_docs, register_components
 from .errors import register_error_handlers
 from .health.routes import blp as health_blp
 from .items.routes import blp as items_blp
+from .jobs.routes import blp as jobs_blp
 from .observability import REQUEST_ID_HEADER, Metrics, ObservabilityHooks
 from .settings import SERVICE_NAME, SERVICE_VERSION, Settings
 from .users.routes import blp as users_blp
+from .worker import make_celery
 
 REDIS_TIMEOUT_SECONDS = 2.0
+# Every open job event stream holds one pub/sub connection; redis-py's default pool stops at
+# 100 (a stream past it falls back to polling). As many as a gevent worker takes connections.
+REDIS_MAX_CONNECTIONS = 1000
 
 
 class ContractRule(Rule):
@@ -103,6 +108,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             settings.redis_url,
             socket_timeout=REDIS_TIMEOUT_SECONDS,
             socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            max_connections=REDIS_MAX_CONNECTIONS,
         )
         if settings.redis_url
         else None
@@ -117,6 +123,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         session_factory=create_session_factory(engine),
         metrics=metrics,
         redis=broker,
+        celery=make_celery(settings, publisher=True),
     )
     # First registered: the request id exists before any other hook can log or fail.
     ObservabilityHooks(app, metrics)
@@ -127,7 +134,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
 
     api = Api(app)
-    for blueprint in (users_blp, auth_blp, items_blp, health_blp):
+    for blueprint in (users_blp, auth_blp, items_blp, jobs_blp, health_blp):
         api.register_blueprint(blueprint)
     if settings.docs_enabled:
         install_docs(app, api.spec)

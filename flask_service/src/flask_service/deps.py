@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 
 import flask_smorest
 import marshmallow as ma
+from celery import Celery
 from flask import Request, current_app, g, request
 from flask.json.provider import DefaultJSONProvider
 from redis import Redis
@@ -54,6 +55,7 @@ class AppState:
     session_factory: sessionmaker[Session]
     metrics: Metrics
     redis: Redis | None
+    celery: Celery
 
 
 def app_state() -> AppState:

@@ -101,6 +101,12 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=self.registry,
         )
+        self.job_event_streams = Gauge(
+            "job_event_streams_open",
+            "Job event streams (SSE) open now.",
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
         info = Gauge(
             "app_info",
             "The service and its version.",

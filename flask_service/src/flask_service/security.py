@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import jwt
 from pwdlib import PasswordHash
@@ -19,16 +22,39 @@ password_hash = PasswordHash.recommended()
 _DUMMY_HASH = password_hash.hash("not-a-real-password-only-here-to-spend-time")
 
 
+T = TypeVar("T")
+
+
+def off_the_hub(function: Callable[..., T], *args: object) -> T:
+    """Run CPU-bound work (argon2) where it cannot stall a gevent worker's other greenlets.
+
+    Under gevent (gunicorn's gevent worker patches threading) the call runs in the hub's
+    thread pool: argon2-cffi releases the GIL while hashing, so streams and reads on the same
+    worker go on meanwhile. Elsewhere (gthread, tests) it is a plain call.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        import gevent
+
+        result: T = gevent.get_hub().threadpool.apply(function, args)
+        return result
+    return function(*args)
+
+
 def hash_password(password: str) -> str:
-    return password_hash.hash(password)
+    return off_the_hub(password_hash.hash, password)
 
 
-def verify_password(password: str, hashed: str | None) -> tuple[bool, str | None]:
-    """(valid, new hash or None); a None `hashed` still runs a full verification."""
+def _verify(password: str, hashed: str | None) -> tuple[bool, str | None]:
     if hashed is None:
         password_hash.verify(password, _DUMMY_HASH)
         return False, None
     return password_hash.verify_and_update(password, hashed)
+
+
+def verify_password(password: str, hashed: str | None) -> tuple[bool, str | None]:
+    """(valid, new hash or None); a None `hashed` still runs a full verification."""
+    return off_the_hub(_verify, password, hashed)
 
 
 @dataclass(frozen=True)

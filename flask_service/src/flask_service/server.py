@@ -2,7 +2,7 @@
 
 `main()` execs `gunicorn -c python:flask_service.server flask_service.main:app`; gunicorn
 then reads the lower-case names below as its settings. HOST, PORT, WEB_CONCURRENCY and
-LOG_LEVEL come from Settings; GUNICORN_WORKER_CLASS (default gthread), GUNICORN_THREADS
+LOG_LEVEL come from Settings; GUNICORN_WORKER_CLASS (default gevent), GUNICORN_THREADS
 (default 8) and GUNICORN_WORKER_CONNECTIONS (default 1000) tune the workers. On SIGTERM
 gunicorn stops accepting, lets in-flight requests finish for up to graceful_timeout, then exits.
 """
@@ -31,12 +31,14 @@ def _bind_address(host: str, port: int) -> str:
 # gunicorn settings (read by gunicorn from this module: `-c python:flask_service.server`)
 bind = [_bind_address(_settings.host, _settings.port)]
 workers = _settings.web_concurrency
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+# gevent by default: an open event stream costs a greenlet, not one of a few threads
+# (measured: README "gunicorn worker class"). GUNICORN_THREADS only matters for gthread.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 keepalive = KEEP_ALIVE_SECONDS
 graceful_timeout = GRACEFUL_TIMEOUT_SECONDS
-timeout = 60  # a worker silent this long is restarted (gthread heartbeats between requests)
+timeout = 60  # a worker silent this long is restarted (its heartbeat runs between requests)
 backlog = BACKLOG
 loglevel = _settings.log_level
 accesslog = None  # the app logs one JSON line per request itself

@@ -62,6 +62,10 @@ class Settings:
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     docs_enabled: bool = True
     celery_visibility_timeout: int = 7200
+    celery_concurrency: int = 2
+    job_batch_size: int = 500
+    job_max_retries: int = 5
+    sse_heartbeat_seconds: int = 15
 
     def __post_init__(self) -> None:
         if self.log_level not in LOG_LEVELS:
@@ -101,6 +105,10 @@ class Settings:
             "DB_MAX_OVERFLOW": ("db_max_overflow", 0),
             "MAX_BODY_BYTES": ("max_body_bytes", 1),
             "CELERY_VISIBILITY_TIMEOUT": ("celery_visibility_timeout", 1),
+            "CELERY_CONCURRENCY": ("celery_concurrency", 1),
+            "JOB_BATCH_SIZE": ("job_batch_size", 1),
+            "JOB_MAX_RETRIES": ("job_max_retries", 0),
+            "SSE_HEARTBEAT_SECONDS": ("sse_heartbeat_seconds", 1),
         }
         for name, (attr, minimum) in integers.items():
             if env.get(name):

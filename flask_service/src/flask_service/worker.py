@@ -8,16 +8,18 @@ it to be delivered again (on Redis, once the visibility timeout has passed).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_process_init
 
+from .jobs import tasks
+from .jobs.tasks import RUN_JOB_TASK, SETTINGS_KEY
 from .settings import SERVICE_NAME, Settings
 
 PING_TASK = f"{SERVICE_NAME}.ping"
-BROKER_CONNECT_TIMEOUT_SECONDS = 3  # a down Redis fails a publish in seconds, not minutes
-DEFAULT_CONCURRENCY = 2
+# A down Redis fails a publish within a second or two, not minutes (POST /jobs answers 503 < 2 s).
+BROKER_CONNECT_TIMEOUT_SECONDS = 1
 RESULT_BACKEND_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 1}
 
 
@@ -41,16 +43,30 @@ def _embedded_transport(settings: Settings) -> tuple[str, str, dict[str, Any]]:
     return "filesystem://", results, options
 
 
-def make_celery(settings: Settings) -> Celery:
-    """Build the Celery app for these settings and register its tasks."""
+def make_celery(settings: Settings, *, publisher: bool = False) -> Celery:
+    """Build the Celery app for these settings and register its tasks.
+
+    `publisher=True` is the web app's: it only sends, and a broker that accepts connections
+    but never answers must fail a send within a second (socket timeout) instead of hanging.
+    """
     if settings.redis_url:
         broker, backend = settings.redis_url, settings.redis_url
-        options: dict[str, Any] = {"socket_connect_timeout": BROKER_CONNECT_TIMEOUT_SECONDS}
+        options: dict[str, Any] = {
+            "socket_connect_timeout": BROKER_CONNECT_TIMEOUT_SECONDS,
+            # A publish on a lost connection reconnects once, then fails: kombu's default is
+            # to sleep 2 s between attempts first. (The worker's own reconnect loop passes
+            # its retry settings explicitly and is not affected.)
+            "max_retries": 0,
+        }
+        if publisher:
+            options["socket_timeout"] = BROKER_CONNECT_TIMEOUT_SECONDS
     else:
         broker, backend, options = _embedded_transport(settings)
     options["visibility_timeout"] = settings.celery_visibility_timeout
     app = Celery(SERVICE_NAME, broker=broker, backend=backend, set_as_current=False)
     app.conf.update(
+        # Both services may share one Redis: each consumes its own queue.
+        task_default_queue=SERVICE_NAME,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
@@ -65,30 +81,63 @@ def make_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         result_accept_content=["json"],
         enable_utc=True,
+        worker_concurrency=settings.celery_concurrency,
     )
+    app.conf[SETTINGS_KEY] = settings
     app.task(name=PING_TASK)(ping)
+    # Job state lives in the database; Celery keeps no result for it.
+    app.task(name=RUN_JOB_TASK, bind=True, ignore_result=True)(tasks.run_job)
     return app
+
+
+def enqueue_job(app: Celery, job_id: str) -> None:
+    """Send `run_job(job_id)` once, without retrying: a broker error reaches the caller at once."""
+    app.send_task(RUN_JOB_TASK, args=[job_id], task_id=job_id, retry=False, ignore_result=True)
+
+
+@worker_process_init.connect
+def _after_fork(**_kwargs: Any) -> None:
+    """Each pool child builds its own engine and Redis client; none is shared across fork."""
+    tasks.reset_runtime()
 
 
 def worker_argv(settings: Settings, concurrency: int) -> list[str]:
     """Arguments for `celery worker` with this app."""
     argv = ["worker", f"--concurrency={concurrency}", f"--loglevel={settings.log_level.upper()}"]
+    # Gossip and mingle are broadcasts between workers (clock sync, revoked-task exchange at
+    # start); job state lives in the database, so they only add start-up delay and broker
+    # traffic (and gossip logs an error each time Redis comes back after an outage).
+    argv += ["--without-gossip", "--without-mingle"]
     if not settings.redis_url:
-        # Gossip, mingle and heartbeat are broadcasts between workers; the file transport only
-        # polls for them, so they would add start-up delay and pile up unread files.
-        argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+        # Heartbeats are event broadcasts too; the file transport only polls for them, so they
+        # would pile up unread files.
+        argv.append("--without-heartbeat")
     return argv
 
 
+_module_app: Celery | None = None
+
+
+def module_app() -> Celery:
+    """The app for `python -m flask_service.worker` and `celery -A flask_service.worker`,
+    built from the environment on first use (importing this module builds nothing)."""
+    global _module_app
+    if _module_app is None:
+        _module_app = make_celery(Settings.from_env())
+    return _module_app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "celery_app":
+        return module_app()
+    raise AttributeError(name)
+
+
 def main() -> None:
-    raw = os.environ.get("CELERY_CONCURRENCY", "").strip()
-    concurrency = int(raw) if raw.isdigit() and int(raw) > 0 else DEFAULT_CONCURRENCY
-    # The module-level app: building a second one here would read the settings twice.
-    celery_app.worker_main(worker_argv(SETTINGS, concurrency))
+    app = module_app()
+    settings: Settings = app.conf[SETTINGS_KEY]
+    app.worker_main(worker_argv(settings, settings.celery_concurrency))
 
-
-SETTINGS = Settings.from_env()
-celery_app = make_celery(SETTINGS)
 
 if __name__ == "__main__":
     main()

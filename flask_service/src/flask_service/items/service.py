@@ -51,7 +51,7 @@ def check_if_match(item: Item, header: str | None) -> None:
         raise PreconditionFailed(f"The item's current ETag is {current}.")
 
 
-def _tag_filter(session: Session, tag: str) -> ColumnElement[bool]:
+def tag_filter(session: Session, tag: str) -> ColumnElement[bool]:
     if session.get_bind().dialect.name == "postgresql":
         return type_coerce(Item.tags, JSONB).contains([tag])
     elements = func.json_each(Item.tags).table_valued("value")
@@ -72,7 +72,7 @@ def list_items(
     if after is not None:
         query = query.where(Item.id > after)
     if tag is not None:
-        query = query.where(_tag_filter(session, tag))
+        query = query.where(tag_filter(session, tag))
     if q is not None:
         query = query.where(Item.name.icontains(q, autoescape=True))
     items = list(session.scalars(query))
@@ -96,7 +96,7 @@ def export_items(
         .execution_options(yield_per=EXPORT_BATCH)
     )
     if tag is not None:
-        query = query.where(_tag_filter(session, tag))
+        query = query.where(tag_filter(session, tag))
     return iter(session.scalars(query))
 
 
