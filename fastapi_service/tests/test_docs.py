@@ -14,7 +14,7 @@ from helpers import assert_problem
 
 pytestmark = pytest.mark.anyio
 
-# The contract's operations this service implements so far (jobs come later).
+# The contract's operations, every one of which this service implements.
 OPERATIONS = {
     ("post", "/api/v1/users"): "create_user",
     ("get", "/api/v1/users/me"): "read_me",
@@ -26,6 +26,11 @@ OPERATIONS = {
     ("put", "/api/v1/items/{item_id}"): "replace_item",
     ("patch", "/api/v1/items/{item_id}"): "update_item",
     ("delete", "/api/v1/items/{item_id}"): "delete_item",
+    ("get", "/api/v1/jobs"): "list_jobs",
+    ("post", "/api/v1/jobs"): "create_job",
+    ("get", "/api/v1/jobs/{job_id}"): "read_job",
+    ("delete", "/api/v1/jobs/{job_id}"): "cancel_job",
+    ("get", "/api/v1/jobs/{job_id}/events"): "stream_job_events",
     ("get", "/healthz"): "liveness",
     ("get", "/readyz"): "readiness",
     ("get", "/metrics"): "metrics",

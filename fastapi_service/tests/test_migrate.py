@@ -18,7 +18,8 @@ from fastapi_service.db import Base
 from fastapi_service.settings import Settings
 from helpers import make_settings
 
-TABLES = {"users", "items", "idempotency_keys", "alembic_version"}
+TABLES = {"users", "items", "idempotency_keys", "jobs", "alembic_version"}
+HEAD = "0002"
 
 
 def _sync_url(settings: Settings) -> str:
@@ -41,9 +42,9 @@ def _tables_and_revision(settings: Settings) -> tuple[set[str], str]:
 def test_upgrade_creates_the_schema_and_is_repeatable(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     migrate.upgrade(settings)
-    assert _tables_and_revision(settings) == (TABLES, "0001")
+    assert _tables_and_revision(settings) == (TABLES, HEAD)
     migrate.upgrade(settings)
-    assert _tables_and_revision(settings) == (TABLES, "0001")
+    assert _tables_and_revision(settings) == (TABLES, HEAD)
     assert (tmp_path / "migrate.lock").exists()
 
 
@@ -77,7 +78,7 @@ def test_concurrent_upgrades_take_turns(tmp_path: Path) -> None:
     for thread in threads:
         thread.join(timeout=60)
     assert failures == []
-    assert _tables_and_revision(settings) == (TABLES, "0001")
+    assert _tables_and_revision(settings) == (TABLES, HEAD)
 
 
 def test_the_command_line_entry_point(tmp_path: Path) -> None:
@@ -91,7 +92,7 @@ def test_the_command_line_entry_point(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert _tables_and_revision(make_settings(tmp_path)) == (TABLES, "0001")
+    assert _tables_and_revision(make_settings(tmp_path)) == (TABLES, HEAD)
 
 
 @pytest.mark.anyio
@@ -100,4 +101,4 @@ async def test_the_app_migrates_at_start_when_asked(tmp_path: Path) -> None:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         pass
-    assert _tables_and_revision(settings) == (TABLES, "0001")
+    assert _tables_and_revision(settings) == (TABLES, HEAD)

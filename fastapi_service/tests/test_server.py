@@ -103,7 +103,12 @@ def test_python_m_serves_and_drains_on_sigterm(
 
     in_flight = threading.Thread(target=sign_up)
     in_flight.start()
-    time.sleep(0.05)
+    # SIGTERM only once the request is in flight (a fixed sleep loses that race on a busy machine).
+    in_flight_metric = 'http_requests_in_progress{method="POST"} 1.0'
+    deadline = time.monotonic() + 10
+    while in_flight_metric not in httpx.get(f"{base_url}/metrics").text:
+        assert time.monotonic() < deadline, "the sign-up never reached the server"
+        time.sleep(0.005)
     process.send_signal(signal.SIGTERM)
     in_flight.join(timeout=30)
     assert [answer.status_code for answer in answers] == [201]

@@ -111,3 +111,24 @@ def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PORT", "not-a-port")
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_job_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = Settings()
+    assert (defaults.job_batch_size, defaults.job_max_retries) == (500, 5)
+    assert (defaults.sse_heartbeat_seconds, defaults.celery_concurrency) == (15, 2)
+    for name, value in {
+        "JOB_BATCH_SIZE": "7",
+        "JOB_MAX_RETRIES": "0",
+        "SSE_HEARTBEAT_SECONDS": "1",
+        "CELERY_CONCURRENCY": "3",
+    }.items():
+        monkeypatch.setenv(name, value)
+    configured = Settings()
+    assert (configured.job_batch_size, configured.job_max_retries) == (7, 0)
+    assert (configured.sse_heartbeat_seconds, configured.celery_concurrency) == (1, 3)
+    for name in ("JOB_BATCH_SIZE", "SSE_HEARTBEAT_SECONDS", "CELERY_CONCURRENCY"):
+        monkeypatch.setenv(name, "0")
+        with pytest.raises(ValidationError):
+            Settings()
+        monkeypatch.setenv(name, "1")

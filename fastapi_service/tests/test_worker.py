@@ -87,12 +87,13 @@ def test_reliability_settings(tmp_path: Path) -> None:
     assert (tmp_path / "broker" / "queue").is_dir()
 
 
-def test_embedded_broker_skips_broadcasts_redis_keeps_them(tmp_path: Path) -> None:
+def test_workers_skip_broadcasts_heartbeats_only_on_the_embedded_broker(tmp_path: Path) -> None:
     embedded = worker_argv(Settings(var_dir=tmp_path, redis_url=None), concurrency=3)
     assert "--concurrency=3" in embedded
-    assert "--without-mingle" in embedded
+    assert {"--without-gossip", "--without-mingle", "--without-heartbeat"} <= set(embedded)
     on_redis = worker_argv(Settings(var_dir=tmp_path, redis_url=TEST_REDIS_URL), concurrency=2)
-    assert "--without-mingle" not in on_redis
+    assert {"--without-gossip", "--without-mingle"} <= set(on_redis)
+    assert "--without-heartbeat" not in on_redis
 
 
 def test_ping_on_embedded_broker(tmp_path: Path, start_worker: StartWorker) -> None:

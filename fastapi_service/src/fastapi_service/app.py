@@ -17,9 +17,11 @@ from .docs import OPENAPI_URL, install_docs
 from .errors import register_error_handlers
 from .health.routes import router as health_router
 from .items.routes import router as items_router
+from .jobs.routes import router as jobs_router
 from .observability import REQUEST_ID_HEADER, Metrics, ObservabilityMiddleware
 from .settings import SERVICE_NAME, SERVICE_VERSION, Settings
 from .users.routes import router as users_router
+from .worker import make_celery
 
 REDIS_TIMEOUT_SECONDS = 2.0
 
@@ -45,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     engine = create_engine(settings)
     metrics = Metrics(SERVICE_NAME, SERVICE_VERSION)
+    celery = make_celery(settings, publisher=True)
     broker = (
         redis.from_url(
             settings.redis_url,
@@ -64,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
             await asyncio.to_thread(migrate.upgrade, settings)
         yield
+        celery.close()
         if broker is not None:
             await broker.aclose()
         await engine.dispose()
@@ -71,7 +75,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Items service",
         version=SERVICE_VERSION,
-        summary="One API built twice (Flask and FastAPI) - users, token auth, items.",
+        summary=(
+            "One API built twice (Flask and FastAPI) - users, token auth, items, jobs, streaming."
+        ),
         description="The FastAPI twin. Wire conventions: contract/README.md.",
         lifespan=lifespan,
         docs_url=None,
@@ -83,10 +89,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = create_session_factory(engine)
-    app.state.redis = broker
+    app.state.redis = broker  # rate limits, readiness and job notifications
+    app.state.celery = celery  # publishes job tasks
     app.state.metrics = metrics
     register_error_handlers(app)
-    for router in (users_router, auth_router, items_router, health_router):
+    for router in (users_router, auth_router, items_router, jobs_router, health_router):
         app.include_router(router)
     if settings.docs_enabled:
         install_docs(app)

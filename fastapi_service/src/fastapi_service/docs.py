@@ -180,6 +180,9 @@ def _contract_conventions(operation: dict[str, Any]) -> None:
             for media in response.get("content", {}).values():
                 if "itemSchema" in media:
                     media["schema"] = media.pop("itemSchema")
+                # A streaming response class adds `type: string` beside a documented event's $ref.
+                if "$ref" in media.get("schema", {}):
+                    media["schema"] = {"$ref": media["schema"]["$ref"]}
 
 
 def _script_hashes(html: str) -> str:

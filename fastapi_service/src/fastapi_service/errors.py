@@ -35,6 +35,8 @@ from .problems import (
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _SOURCES = ("body", "query", "path", "header")
+# Header names whose usual spelling is not one capitalised word per dash-separated part.
+_HEADER_SPELLINGS = {"last-event-id": "Last-Event-ID"}
 _BY_STATUS: dict[int, type[ProblemError]] = {
     400: MalformedRequest,
     404: NotFound,
@@ -66,7 +68,9 @@ def issue_location(loc: Sequence[Any]) -> str:
         return ".".join(["body", *parts])
     if parts[0] == "header" and len(parts) > 1:
         # FastAPI reports header names lower-cased; the contract spells them like HTTP does.
-        parts[1] = "-".join(word.capitalize() for word in parts[1].split("-"))
+        parts[1] = _HEADER_SPELLINGS.get(parts[1].lower()) or "-".join(
+            word.capitalize() for word in parts[1].split("-")
+        )
     return ".".join(parts)
 
 

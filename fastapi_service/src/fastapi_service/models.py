@@ -1,4 +1,4 @@
-"""Tables: users, items (optimistic concurrency on `version`) and idempotency keys."""
+"""Tables: users, items (optimistic concurrency on `version`), idempotency keys and jobs."""
 
 from __future__ import annotations
 
@@ -7,8 +7,20 @@ import secrets
 import threading
 import time
 import uuid
+from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -37,6 +49,8 @@ def new_id() -> uuid.UUID:
 
 # JSONB on PostgreSQL so the tag filter can use `@>` (and a GIN index if one is ever needed).
 TagList = JSON().with_variant(JSONB(), "postgresql")
+# A job's parameters, result and error: JSON documents only read back whole.
+JSONDocument = JSON().with_variant(JSONB(), "postgresql")
 
 
 class User(Base):
@@ -79,3 +93,27 @@ class IdempotencyKey(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     item_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("items.id", ondelete="CASCADE"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Job(Base):
+    """A background job; its state lives here, Celery only carries its id."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_owner_id_id", "owner_id", "id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    owner_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    params: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    progress_done: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument, nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Bumped with every change a stream should see; the SSE event id.
+    event_seq: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -102,6 +102,13 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=self.registry,
         )
+        # +1 when an event stream's body starts, -1 when it ends (or its client goes away).
+        self.job_event_streams_open = Gauge(
+            "job_event_streams_open",
+            "Job event streams (Server-Sent Events) open.",
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
         info = Gauge(
             "app_info",
             "The service and its version.",

@@ -103,6 +103,13 @@ class EmailTaken(ProblemError):
     default_detail = "A user with this email already exists."
 
 
+class JobFinished(ProblemError):
+    status = 409
+    slug = "job-finished"
+    title = "Job already finished"
+    default_detail = "The job has already finished; there is nothing to cancel."
+
+
 class PreconditionFailed(ProblemError):
     status = 412
     slug = "precondition-failed"

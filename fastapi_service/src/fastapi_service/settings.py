@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
     docs_enabled: bool = True
     celery_visibility_timeout: int = Field(default=7200, ge=1)
+    celery_concurrency: int = Field(default=2, ge=1)
+    job_batch_size: int = Field(default=500, ge=1)
+    job_max_retries: int = Field(default=5, ge=0)
+    sse_heartbeat_seconds: int = Field(default=15, ge=1)
 
     @field_validator("log_level", mode="before")
     @classmethod

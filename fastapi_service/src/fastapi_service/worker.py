@@ -8,16 +8,18 @@ it to be delivered again (on Redis, once the visibility timeout has passed).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_process_shutdown
 
+from .jobs import tasks
 from .settings import SERVICE_NAME, Settings
 
 PING_TASK = f"{SERVICE_NAME}.ping"
-BROKER_CONNECT_TIMEOUT_SECONDS = 3  # a down Redis fails a publish in seconds, not minutes
-DEFAULT_CONCURRENCY = 2
+RUN_JOB_TASK = tasks.RUN_JOB_TASK
+BROKER_CONNECT_TIMEOUT_SECONDS = 1  # a down Redis fails a publish in about a second
+BROKER_SOCKET_TIMEOUT_SECONDS = 1  # the API's publishes only
 RESULT_BACKEND_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 1}
 
 
@@ -41,11 +43,16 @@ def _embedded_transport(settings: Settings) -> tuple[str, str, dict[str, Any]]:
     return "filesystem://", results, options
 
 
-def make_celery(settings: Settings) -> Celery:
-    """Build the Celery app for these settings and register its tasks."""
+def make_celery(settings: Settings, *, publisher: bool = False) -> Celery:
+    """Build the Celery app for these settings and register its tasks (`publisher`: the
+    API's app, which only sends tasks and must fail fast when the broker is down)."""
     if settings.redis_url:
         broker, backend = settings.redis_url, settings.redis_url
         options: dict[str, Any] = {"socket_connect_timeout": BROKER_CONNECT_TIMEOUT_SECONDS}
+        if publisher:
+            # The API's publish: a Redis that is down or hangs fails it within about a second
+            # (POST /jobs then answers 503 in < 2 s). Not for the worker, whose BRPOP waits.
+            options |= {"socket_timeout": BROKER_SOCKET_TIMEOUT_SECONDS, "max_retries": 0}
     else:
         broker, backend, options = _embedded_transport(settings)
     options["visibility_timeout"] = settings.celery_visibility_timeout
@@ -53,6 +60,8 @@ def make_celery(settings: Settings) -> Celery:
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        # A child that dies mid-task (OOM, SIGKILL): give its message back after 2 s, not 10.
+        worker_lost_wait=2.0,
         worker_prefetch_multiplier=1,
         broker_transport_options=options,
         broker_connection_retry_on_startup=True,
@@ -65,30 +74,65 @@ def make_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         result_accept_content=["json"],
         enable_utc=True,
+        task_default_queue=SERVICE_NAME,  # both services may share one Redis
     )
     app.task(name=PING_TASK)(ping)
+    loop = tasks.WorkerLoop(settings)
+
+    # Job state lives in the database, so there is no result to store.
+    @app.task(name=RUN_JOB_TASK, bind=True, ignore_result=True)
+    def run_job(task: Any, job_id: str) -> None:
+        tasks.run_job(task, loop, job_id)
+
+    app.job_loop = loop
     return app
 
 
-def worker_argv(settings: Settings, concurrency: int) -> list[str]:
+@worker_process_shutdown.connect
+def _close_job_loop(**_kwargs: Any) -> None:
+    """A worker child is exiting: dispose of its engine and Redis client, close its loop."""
+    if _celery_app is not None:
+        _celery_app.job_loop.close()
+
+
+def worker_argv(settings: Settings, concurrency: int | None = None) -> list[str]:
     """Arguments for `celery worker` with this app."""
+    concurrency = concurrency or settings.celery_concurrency
     argv = ["worker", f"--concurrency={concurrency}", f"--loglevel={settings.log_level.upper()}"]
+    # Gossip and mingle are broadcasts between workers (clock sync, revoked-task exchange at
+    # start); job state lives in the database, so they only add start-up delay and broker
+    # traffic (and gossip logs an error each time Redis comes back after an outage).
+    argv += ["--without-gossip", "--without-mingle"]
     if not settings.redis_url:
-        # Gossip, mingle and heartbeat are broadcasts between workers; the file transport only
-        # polls for them, so they would add start-up delay and pile up unread files.
-        argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+        # Heartbeats are event broadcasts too; the file transport only polls for them, so they
+        # would pile up unread files.
+        argv.append("--without-heartbeat")
     return argv
 
 
+_celery_app: Celery | None = None
+
+
+def get_celery_app() -> Celery:
+    """The worker's app, built from the environment on first use (not at import: the API
+    imports make_celery from here and must not read the environment a second time)."""
+    global _celery_app
+    if _celery_app is None:
+        _celery_app = make_celery(Settings())
+    return _celery_app
+
+
+def __getattr__(name: str) -> Any:
+    # `celery_app` stays a module attribute (`celery -A fastapi_service.worker`), built lazily.
+    if name == "celery_app":
+        return get_celery_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def main() -> None:
-    raw = os.environ.get("CELERY_CONCURRENCY", "").strip()
-    concurrency = int(raw) if raw.isdigit() and int(raw) > 0 else DEFAULT_CONCURRENCY
-    # The module-level app: building a second one here would read the settings twice.
-    celery_app.worker_main(worker_argv(SETTINGS, concurrency))
+    app = get_celery_app()
+    app.worker_main(worker_argv(app.job_loop.settings))
 
-
-SETTINGS = Settings()
-celery_app = make_celery(SETTINGS)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,195 @@
+"""Job notifications (Redis pub/sub) and the Server-Sent Events stream of one job.
+
+Whoever commits a change to a job publishes its new `event_seq` on `<SERVICE_NAME>:job:<id>`.
+A stream subscribes first, then re-reads the row on each message (and when its heartbeat is
+due); without Redis it polls the row with backoff. The row is the truth, messages are only
+hints, so a lost message delays an event until the next heartbeat but never loses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import anyio
+import redis.asyncio as redis
+from prometheus_client import Gauge
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.responses import StreamingResponse
+
+from ..db import SNAPSHOT_READ
+from ..models import Job
+from ..settings import SERVICE_NAME
+from .schemas import TERMINAL
+from .schemas import Job as JobSchema
+from .service import event_name, job_view
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT = b": heartbeat\n\n"
+POLL_FIRST_SECONDS = 0.05
+POLL_MAX_SECONDS = 1.0
+SUBSCRIBE_TIMEOUT_SECONDS = 1.0
+CLEANUP_TIMEOUT_SECONDS = 1.0
+READ_TIMEOUT_SECONDS = 5.0
+
+
+class EventStream(StreamingResponse):
+    """A `text/event-stream` response whose body is already encoded (see README: not
+    FastAPI's EventSourceResponse, which encodes the yields of a generator endpoint itself)."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, content: AsyncIterator[bytes]) -> None:
+        # no-cache: every event is news; X-Accel-Buffering: nginx must not hold events back.
+        super().__init__(content, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def channel(job_id: uuid.UUID) -> str:
+    return f"{SERVICE_NAME}:job:{job_id}"
+
+
+async def publish(client: redis.Redis | None, job_id: uuid.UUID, event_seq: int) -> None:
+    """Tell the job's streams to re-read it; a failure only delays them (never raised)."""
+    if client is None:
+        return
+    try:
+        await client.publish(channel(job_id), str(event_seq))
+    except Exception as exc:  # a lost hint: streams re-read on their heartbeat anyway
+        logger.warning("could not publish job %s event %s: %s", job_id, event_seq, exc)
+
+
+def format_event(job: Job) -> bytes:
+    """One event: `event:`, `id:` (the job's event_seq), `data:` (the Job, one JSON line)."""
+    data = JobSchema.model_validate(job_view(job)).model_dump_json()
+    return f"event: {event_name(job)}\nid: {job.event_seq}\ndata: {data}\n\n".encode()
+
+
+class Notifier(Protocol):
+    async def wait(self, seconds: float) -> None:
+        """Return on a notification, or after `seconds` at the latest."""
+
+    def reset(self) -> None:
+        """An event was just sent."""
+
+    async def aclose(self) -> None: ...
+
+
+class Poller:
+    """No Redis: wake up to re-read after 0.05 s, doubling to 1 s, back to 0.05 after a change."""
+
+    def __init__(self) -> None:
+        self.delay = POLL_FIRST_SECONDS
+
+    async def wait(self, seconds: float) -> None:
+        await anyio.sleep(min(self.delay, seconds))
+        self.delay = min(self.delay * 2, POLL_MAX_SECONDS)
+
+    def reset(self) -> None:
+        self.delay = POLL_FIRST_SECONDS
+
+    async def aclose(self) -> None:
+        return None
+
+
+class Subscription:
+    """A Redis pub/sub subscription to one job's channel."""
+
+    def __init__(self, pubsub: Any) -> None:
+        self.pubsub = pubsub
+
+    async def wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            message = await self.pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=remaining
+            )
+            if message is not None:
+                return
+
+    def reset(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        await self.pubsub.aclose()  # drops the pub/sub connection
+
+
+async def subscribe(client: redis.Redis | None, job_id: uuid.UUID) -> Notifier:
+    """A subscription to the job's channel, or a poller without Redis or when it fails."""
+    if client is None:
+        return Poller()
+    pubsub = client.pubsub()
+    try:
+        with anyio.fail_after(SUBSCRIBE_TIMEOUT_SECONDS):
+            await pubsub.subscribe(channel(job_id))
+    except Exception as exc:
+        logger.warning("job %s: subscribing failed, polling instead: %s", job_id, exc)
+        with anyio.move_on_after(CLEANUP_TIMEOUT_SECONDS, shield=True):
+            await pubsub.aclose()
+        return Poller()
+    return Subscription(pubsub)
+
+
+async def _read(session_factory: async_sessionmaker[AsyncSession], job_id: uuid.UUID) -> Job | None:
+    """The job's row in a short read-only transaction; the connection goes back at once.
+
+    Shielded: a client that leaves mid-read cancels the stream only once the read is over, so
+    the connection returns to the pool instead of being torn down mid-query (which, on
+    aiosqlite, leaves a close task behind that never finishes). READ_TIMEOUT_SECONDS bounds
+    the wait for a database that hangs.
+    """
+    with anyio.CancelScope(shield=True), anyio.fail_after(READ_TIMEOUT_SECONDS):
+        async with session_factory() as session:
+            await session.connection(execution_options=SNAPSHOT_READ)
+            job = await session.get(Job, job_id)
+    return job
+
+
+async def job_events(
+    *,
+    session_factory: async_sessionmaker[AsyncSession],
+    client: redis.Redis | None,
+    streams_open: Gauge,
+    owner_id: uuid.UUID,
+    job_id: uuid.UUID,
+    last_event_id: int,
+    heartbeat_seconds: float,
+) -> AsyncIterator[bytes]:
+    """The stream's body: an event per change seen, heartbeats between, ends after terminal.
+
+    A client that goes away cancels this generator while it waits; the `finally` then drops
+    the subscription (shielded, as the surrounding scope is cancelled) and the gauge.
+    """
+    streams_open.inc()
+    notifier: Notifier | None = None
+    try:
+        notifier = await subscribe(client, job_id)  # before the first read: no change missed
+        last = last_event_id
+        last_write = time.monotonic()
+        while True:
+            job = await _read(session_factory, job_id)
+            if job is None or job.owner_id != owner_id:
+                return  # deleted meanwhile (its owner was)
+            if job.event_seq > last:
+                yield format_event(job)
+                last, last_write = job.event_seq, time.monotonic()
+                notifier.reset()
+            if job.status in TERMINAL and last >= job.event_seq:
+                return
+            remaining = last_write + heartbeat_seconds - time.monotonic()
+            if remaining <= 0:
+                yield HEARTBEAT
+                last_write = time.monotonic()
+                continue
+            await notifier.wait(remaining)
+    finally:
+        if notifier is not None:
+            with anyio.move_on_after(CLEANUP_TIMEOUT_SECONDS, shield=True):
+                try:
+                    await notifier.aclose()
+                except Exception as exc:
+                    logger.warning("job %s: closing the subscription failed: %s", job_id, exc)
+        streams_open.dec()
