@@ -5,12 +5,14 @@ Nothing here knows how a service is built; it speaks the contract over HTTP only
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import secrets
 import select
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +22,12 @@ import jwt as pyjwt
 from harness import JwtConfig
 
 Recorder = Callable[[str, str, int, float], None]
+
+
+API = "/api/v1"
+ITEMS = f"{API}/items"
+JOBS = f"{API}/jobs"
+TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +50,25 @@ class Configured:
     settings: dict[str, str]  # what it was given beyond the row's own configuration
     failed: str  # the dependency that is down: "database" or "broker"
     log_lines: Callable[[], list[str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class BrokerOutage:
+    """A server + worker of the row's service on its own Redis, which a test may kill and restart
+    (conftest `broker_outage`)."""
+
+    api: Api
+    kill_broker: Callable[[], None]  # SIGKILL the Redis server
+    start_broker: Callable[[], None]  # start it again on the same port (empty)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bulk:
+    """A server + worker of the row's service for large imports (conftest `bulk`)."""
+
+    api: Api
+    rss: Callable[[], int]  # resident bytes of the server's process tree (master + workers)
+    batch_size: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +160,113 @@ class Api:
         assert answer.status_code == 200, f"read_item: {answer.status_code} {answer.text}"
         found: dict[str, Any] = answer.json()
         return found
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def post_job(self, user: User, body: Any) -> httpx.Response:
+        return self.http.post(JOBS, json=body, headers=user.auth)
+
+    def create_job(self, user: User, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /jobs; asserts 202 and `Location` naming the job, returns the Job."""
+        answer = self.post_job(user, body)
+        assert answer.status_code == 202, f"create_job: {answer.status_code} {answer.text}"
+        job: dict[str, Any] = answer.json()
+        location = answer.headers.get("location", "")
+        assert location == f"{JOBS}/{job['id']}", f"Location {location!r} for job {job['id']}"
+        return job
+
+    def import_items(self, user: User, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.create_job(user, {"kind": "import_items", "items": items})
+
+    def read_job(self, user: User, job_id: str) -> dict[str, Any]:
+        answer = self.http.get(f"{JOBS}/{job_id}", headers=user.auth)
+        assert answer.status_code == 200, f"read_job: {answer.status_code} {answer.text}"
+        job: dict[str, Any] = answer.json()
+        return job
+
+    def cancel_job(self, user: User, job_id: str) -> httpx.Response:
+        return self.http.delete(f"{JOBS}/{job_id}", headers=user.auth)
+
+    def wait_for_job(
+        self,
+        user: User,
+        job_id: str,
+        *,
+        timeout: float = 60.0,
+        until: Callable[[dict[str, Any]], bool] | None = None,
+        interval: float = 0.05,
+    ) -> dict[str, Any]:
+        """Poll read_job until `until(job)` (default: a terminal status); fail after `timeout`."""
+        done = until or (lambda job: job["status"] in TERMINAL)
+        deadline = time.monotonic() + timeout
+        job = self.read_job(user, job_id)
+        while not done(job):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} not there after {timeout}s: {job}")
+            time.sleep(interval)
+            job = self.read_job(user, job_id)
+        return job
+
+    def job_page(self, user: User, **params: Any) -> dict[str, Any]:
+        answer = self.http.get(JOBS, params=params, headers=user.auth)
+        assert answer.status_code == 200, f"list_jobs: {answer.status_code} {answer.text}"
+        page: dict[str, Any] = answer.json()
+        return page
+
+    def jobs(self, user: User, limit: int = 100) -> list[dict[str, Any]]:
+        """Every job of `user` (all pages), oldest first."""
+        found: list[dict[str, Any]] = []
+        query: dict[str, Any] = {"limit": limit}
+        for _ in range(1000):
+            page = self.job_page(user, **query)
+            found.extend(page["items"])
+            if page["next_cursor"] is None:
+                return found
+            query["cursor"] = page["next_cursor"]
+        raise AssertionError("list_jobs never reached a page with next_cursor null")
+
+    def export(self, user: User) -> list[dict[str, Any]]:
+        """Every item of `user` through export_items (one request, faster than paging)."""
+        answer = self.http.get(f"{ITEMS}/export", headers=user.auth, timeout=120.0)
+        assert answer.status_code == 200, f"export_items: {answer.status_code} {answer.text}"
+        return [json.loads(line) for line in answer.text.splitlines() if line]
+
+    def count_items(self, user: User) -> int:
+        return len(self.export(user))
+
+    @contextlib.contextmanager
+    def events(
+        self,
+        user: User | None,
+        job_id: str,
+        *,
+        last_event_id: str | None = None,
+        headers: dict[str, str | bytes] | None = None,
+        read_timeout: float = 10.0,
+        total_timeout: float = 60.0,
+    ) -> Iterator[EventStream]:
+        """GET /jobs/{id}/events on a connection of its own, closed (for real) on exit.
+
+        No read waits longer than `read_timeout`, and reading ends with an AssertionError after
+        `total_timeout`, so a stream that never ends cannot hang a test.
+        """
+        sent: dict[str, str | bytes] = dict(user.auth if user else {})
+        if last_event_id is not None:
+            sent["Last-Event-ID"] = last_event_id
+        sent.update(headers or {})
+        raw = {
+            name.encode("latin-1"): value if isinstance(value, bytes) else value.encode("latin-1")
+            for name, value in sent.items()
+        }
+        timeout = httpx.Timeout(10.0, read=read_timeout)
+        path = f"{JOBS}/{job_id}/events"
+        started = time.perf_counter()
+        with (
+            httpx.Client(base_url=self.base_url, timeout=timeout) as client,
+            client.stream("GET", path, headers=raw) as response,
+        ):
+            self._record("GET", path, response.status_code, time.perf_counter() - started)
+            yield EventStream(response, total_timeout)
 
     # -- raw HTTP ---------------------------------------------------------------------------
 
@@ -251,3 +385,84 @@ def _dechunk(data: bytes) -> bytes | None:
             return None
         out += data[start : start + size]
         position = start + size + 2
+
+
+# -- Server-Sent Events ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SseEvent:
+    """One dispatched event: its `event:` (default "message"), `id:`, joined `data:` lines."""
+
+    event: str
+    id: str | None
+    data: str
+    at: float  # time.monotonic() when its blank line arrived
+
+    def job(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.data)
+        return parsed
+
+
+@dataclasses.dataclass(frozen=True)
+class SseComment:
+    """A line starting with `:` (a heartbeat), its text after the colon, stripped."""
+
+    text: str
+    at: float
+
+
+SseMessage = SseEvent | SseComment
+
+
+class EventStream:
+    """Reads one text/event-stream answer as events and comments (WHATWG SSE parsing rules)."""
+
+    def __init__(self, response: httpx.Response, total_timeout: float) -> None:
+        self.response = response
+        self.deadline = time.monotonic() + total_timeout
+        self.ended = False  # the server completed the response
+        self._lines = response.iter_lines()
+
+    @property
+    def status_code(self) -> int:
+        return self.response.status_code
+
+    @property
+    def headers(self) -> httpx.Headers:
+        return self.response.headers
+
+    def body(self) -> bytes:
+        """For a non-stream answer (a problem): the whole body."""
+        return self.response.read()
+
+    def __iter__(self) -> Iterator[SseMessage]:
+        # Each event's id is its own here (no carried-over "last event id"), so an event
+        # without an `id:` line shows as id None.
+        event, event_id, data = "", None, list[str]()
+        for line in self._lines:
+            if time.monotonic() > self.deadline:
+                raise AssertionError("the event stream is still open past its time budget")
+            if line == "":
+                if data:
+                    yield SseEvent(event or "message", event_id, "\n".join(data), time.monotonic())
+                event, event_id, data = "", None, []
+                continue
+            if line.startswith(":"):
+                yield SseComment(line[1:].strip(), time.monotonic())
+                continue
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                event = value
+            elif name == "data":
+                data.append(value)
+            elif name == "id" and "\0" not in value:
+                event_id = value
+        self.ended = True
+
+    def events(self) -> list[SseEvent]:
+        """Every event until the server ends the stream (comments dropped)."""
+        found = [message for message in self if isinstance(message, SseEvent)]
+        assert self.ended
+        return found

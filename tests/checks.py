@@ -95,6 +95,38 @@ def assert_item(item: Any) -> dict[str, Any]:
     return found
 
 
+def assert_job(job: Any, **expected: Any) -> dict[str, Any]:
+    """A body that is a contract `Job` (UTC timestamps, status-consistent), with `expected` fields.
+
+    started_at is set once the job ran; finished_at and nothing else is set for a terminal job;
+    result only when it succeeded, error only when it failed.
+    """
+    assert contract.schema_errors(job, "Job") == [], job
+    assert isinstance(job, dict)
+    found: dict[str, Any] = job
+    created = assert_utc_timestamp(job["created_at"])
+    assert assert_utc_timestamp(job["updated_at"]) >= created, job
+    terminal = job["status"] in {"succeeded", "failed", "cancelled"}
+    assert (job["finished_at"] is not None) == terminal, job
+    if job["started_at"] is not None:
+        assert assert_utc_timestamp(job["started_at"]) >= created, job
+    if job["status"] in {"running", "succeeded"}:
+        assert job["started_at"] is not None, job
+    if job["status"] == "queued":
+        assert job["started_at"] is None, job
+    if terminal:
+        assert assert_utc_timestamp(job["finished_at"]) >= created, job
+        if job["started_at"] is not None:
+            started = assert_utc_timestamp(job["started_at"])
+            assert assert_utc_timestamp(job["finished_at"]) >= started, job
+    assert (job["result"] is not None) == (job["status"] == "succeeded"), job
+    assert (job["error"] is not None) == (job["status"] == "failed"), job
+    assert job["progress"]["done"] <= job["progress"]["total"], job
+    for name, value in expected.items():
+        assert job[name] == value, f"{name}: expected {value!r}, got {job[name]!r} in {job}"
+    return found
+
+
 def assert_utc_timestamp(value: str) -> datetime:
     assert re.search(r"(Z|[+-]\d\d:\d\d)$", value), f"{value!r} has no UTC offset"
     parsed = datetime.fromisoformat(value)

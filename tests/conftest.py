@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 import compare_report
-from apiclient import Api, Configured, User
+from apiclient import Api, BrokerOutage, Bulk, Configured, User
 from harness import (
     DEFAULT_ADMIN_URL,
+    PrivateRedis,
     Row,
     Server,
     ServerFailed,
     ThrowawayPostgres,
+    Worker,
     create_database,
     drop_database,
     free_port,
@@ -169,6 +172,13 @@ def api(server: Server, request: pytest.FixtureRequest) -> Iterator[Api]:
 
 
 @pytest.fixture(scope="session")
+def worker(server: Server) -> Worker:
+    """The row's Celery worker (started with the server), for tests that act on its processes."""
+    assert server.worker is not None, "the row's server runs without a worker"
+    return server.worker
+
+
+@pytest.fixture(scope="session")
 def alice(api: Api) -> User:
     """A user shared by the row's tests; tests only compare her data before and after."""
     return api.new_user(full_name="Alice")
@@ -214,7 +224,15 @@ def configured(
     else:
         failed, database_url, redis_url = "broker", None, f"redis://{nowhere}/1"
     workdir = tmp_path_factory.mktemp(f"{row.id}-configured")
-    srv = Server(row, workdir, database_url, redis_url, settings=CONFIGURED, ready_path="/healthz")
+    srv = Server(
+        row,
+        workdir,
+        database_url,
+        redis_url,
+        settings=CONFIGURED,
+        ready_path="/healthz",
+        worker=False,  # its database or broker is down: a worker could not start
+    )
     try:
         srv.start()
     except ServerFailed as exc:
@@ -224,3 +242,106 @@ def configured(
         api = Api(srv.base_url, srv.jwt, http, lambda *_: None)
         yield Configured(api, dict(CONFIGURED), failed, srv.log_lines)
     srv.stop()
+
+
+# What the worker logs while its Redis is gone (Celery's consumer reconnecting): expected there.
+BROKER_LOST = (
+    "Cannot connect to redis",
+    "Error on restarting Gossip",  # Celery's gossip step after a reconnect (AttributeError)
+    "Connection to broker lost",
+    "ConnectionError",
+    "ConnectionRefusedError",
+    "Connection refused",
+    "OperationalError",
+)
+
+
+@pytest.fixture(scope="module")
+def broker_outage(
+    row: Row, backends: Backends, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BrokerOutage]:
+    """postgresql rows: a server and worker of the row's service on a private `redis-server`.
+
+    The test kills and restarts that Redis; nobody else uses it. Its own database, dropped after.
+    sqlite rows skip (their broker is embedded: there is no Redis to take away).
+    """
+    if row.backend != "postgresql":
+        pytest.skip("sqlite rows use the embedded broker; a Redis outage needs a postgresql row")
+    if shutil.which("redis-server") is None:
+        _unavailable("redis-server is not on PATH")
+    admin_url = backends.postgres()
+    if admin_url is None:
+        _unavailable(backends.missing_postgres)
+    assert admin_url is not None
+    workdir = tmp_path_factory.mktemp(f"{row.id}-broker-outage")
+    redis = PrivateRedis(workdir)
+    database_url = create_database(admin_url, f"suite_{row.service}_outage")
+    srv = Server(row, workdir, database_url, redis.url)
+    try:
+        redis.start()
+        srv.migrate()
+        srv.start()
+    except ServerFailed as exc:
+        srv.stop()
+        redis.kill()
+        drop_database(admin_url, database_url)
+        pytest.fail(str(exc), pytrace=False)
+    assert srv.worker is not None
+    srv.worker.expect(*BROKER_LOST)
+    try:
+        with httpx.Client(base_url=srv.base_url, timeout=30.0) as http:
+            yield BrokerOutage(
+                Api(srv.base_url, srv.jwt, http, lambda *_: None), redis.kill, redis.start
+            )
+    finally:
+        srv.stop()
+        redis.kill()
+        drop_database(admin_url, database_url)
+    crashes = srv.logged_errors()
+    if crashes:
+        shown = "\n".join(crashes[:5])
+        pytest.fail(f"{row.id} (broker outage) logged {len(crashes)} error line(s):\n{shown}")
+
+
+BULK_BATCH_SIZE = 1000
+
+
+@pytest.fixture(scope="module")
+def bulk(row: Row, backends: Backends, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bulk]:
+    """A second server + worker of the row, with JOB_BATCH_SIZE=1000, for 100,000-item imports.
+
+    With the rows' batch size of 50, 100,000 items are 2,000 transactions (over a minute); with
+    1,000 they are 100. Its own process tree also keeps the memory measurement free of whatever
+    the row's server did before.
+    """
+    database_url = admin_url = None
+    if row.backend == "postgresql":
+        admin_url = backends.postgres()
+        if admin_url is None:
+            _unavailable(backends.missing_postgres)
+        assert admin_url is not None
+        database_url = create_database(admin_url, f"suite_{row.service}_bulk")
+    workdir = tmp_path_factory.mktemp(f"{row.id}-bulk")
+    settings = {"JOB_BATCH_SIZE": str(BULK_BATCH_SIZE)}
+    srv = Server(row, workdir, database_url, backends.redis_for(row), settings=settings)
+    try:
+        if database_url:
+            srv.migrate()
+        srv.start()
+    except ServerFailed as exc:
+        srv.stop()
+        if database_url and admin_url:
+            drop_database(admin_url, database_url)
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        with httpx.Client(base_url=srv.base_url, timeout=30.0) as http:
+            api = Api(srv.base_url, srv.jwt, http, lambda *_: None)
+            yield Bulk(api, srv.rss, BULK_BATCH_SIZE)
+    finally:
+        srv.stop()
+        if database_url and admin_url:
+            drop_database(admin_url, database_url)
+    crashes = srv.logged_errors()
+    if crashes:
+        shown = "\n".join(crashes[:5])
+        pytest.fail(f"{row.id} (bulk) logged {len(crashes)} error line(s):\n{shown}")

@@ -11,6 +11,7 @@ import dataclasses
 import glob
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -19,10 +20,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import psutil
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("flask", "fastapi")
@@ -32,6 +35,8 @@ DEFAULT_REDIS = ("127.0.0.1", 6379)
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
 MIGRATE_TIMEOUT = 120.0
+WORKER_READY_TIMEOUT = 30.0
+WORKER_STOP_TIMEOUT = 10.0
 
 # Variables the services read (contract/README.md); a developer's own values must not leak into
 # a row, so the child environment starts without them.
@@ -59,7 +64,24 @@ SERVICE_VARIABLES = (
     "GUNICORN_THREADS",
     "GUNICORN_CMD_ARGS",
     "GUNICORN_WORKER_CONNECTIONS",
+    "CELERY_CONCURRENCY",
+    "CELERY_VISIBILITY_TIMEOUT",
+    "JOB_BATCH_SIZE",
+    "JOB_MAX_RETRIES",
+    "SSE_HEARTBEAT_SECONDS",
 )
+
+# What every row's server and worker get beyond the contract's defaults, so that the jobs tests
+# run in seconds: small import batches (a 10,000-item import is 200 transactions, long enough to
+# cancel or kill it midway), a redelivery after 60 s instead of 2 h, and a heartbeat every second
+# on event streams (the contract default of 15 s would make the heartbeat test wait that long).
+ROW_SETTINGS = {
+    "LOG_LEVEL": "warning",
+    "CELERY_CONCURRENCY": "2",
+    "CELERY_VISIBILITY_TIMEOUT": "60",
+    "JOB_BATCH_SIZE": "50",
+    "SSE_HEARTBEAT_SECONDS": "1",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +152,43 @@ def redis_answers(host: str = DEFAULT_REDIS[0], port: int = DEFAULT_REDIS[1]) ->
             return sock.recv(16).startswith(b"+PONG")
     except OSError:
         return False
+
+
+class PrivateRedis:
+    """A throwaway `redis-server` on its own port (no persistence), to be killed and restarted."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.binary = shutil.which("redis-server")
+        self.port = free_port()
+        self.log_path = workdir / "redis.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        assert self.binary, "redis-server is not on PATH"
+        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no"]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        while not redis_answers(port=self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise ServerFailed(
+                    f"redis-server on {self.port} did not start: {tail(self.log_path)}"
+                )
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL: the broker vanishes as in a crash (open connections are reset)."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=STOP_TIMEOUT)
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------------
@@ -234,8 +293,201 @@ class ServerFailed(RuntimeError):
     pass
 
 
+def _log_lines(*paths: Path) -> list[str]:
+    lines: list[str] = []
+    for path in paths:
+        with contextlib.suppress(OSError):
+            lines += path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return [line for line in lines if line.strip()]
+
+
+def _json_level(line: str) -> str:
+    with contextlib.suppress(ValueError, AttributeError):
+        record = json.loads(line)
+        return str(record.get("level") or record.get("levelname") or "").upper()
+    return ""
+
+
+def _stop_group(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait for a process told to stop; then SIGKILL its whole group (leftovers included)."""
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=STOP_TIMEOUT)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of a process and all its descendants, in bytes (0 for one that is gone)."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            total += process.memory_info().rss
+    return total
+
+
+# Celery's plain-text log lines start "[2026-11-28 20:21:31,645: ERROR/MainProcess] ...".
+_CELERY_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,]+: (?P<level>[A-Z]+)/[^\]]*\]")
+# What it logs when a pool child is SIGKILLed: expected only after `expect_lost_children()`.
+# (Its parent rejects the task with requeue; the traceback it prints ends in WorkerLostError.)
+_LOST_CHILD = ("WorkerLostError", "signal 9 (SIGKILL)")
+
+
+class Worker:
+    """The row's Celery worker: `python -m <pkg>.worker` with exactly the server's environment.
+
+    Same VAR_DIR (so the same embedded broker folder on sqlite rows), same DATABASE_URL and
+    REDIS_URL on postgresql rows. Its own session (process group), its own log files.
+    """
+
+    def __init__(self, row: Row, workdir: Path, environment: dict[str, str]) -> None:
+        self.row = row
+        self.environment = environment
+        self.concurrency = int(environment.get("CELERY_CONCURRENCY", "2"))
+        self.stdout_path = workdir / "worker.stdout.log"
+        self.stderr_path = workdir / "worker.stderr.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.expected: list[str] = []  # marks of log records a test causes on purpose
+
+    def start(self) -> None:
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", f"{self.row.package}.worker"],
+                cwd=self.row.folder,
+                env=self.environment,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def wait_ready(self) -> None:
+        """Ready enough: the main process is up and its pool has all its children."""
+        deadline = time.monotonic() + WORKER_READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                code = None if self.process is None else self.process.returncode
+                raise ServerFailed(
+                    f"{self.row.id} worker exited with {code};\n{self.output_tails()}"
+                )
+            if len(self.children()) >= self.concurrency:
+                return
+            time.sleep(0.1)
+        raise ServerFailed(
+            f"{self.row.id} worker has no {self.concurrency} pool children after"
+            f" {WORKER_READY_TIMEOUT}s;\n{self.output_tails()}"
+        )
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "the worker is not running"
+        return self.process.pid
+
+    def children(self) -> list[psutil.Process]:
+        """The pool's child processes (the ones that run tasks)."""
+        if self.process is None:
+            return []
+        try:
+            return list(psutil.Process(self.process.pid).children())
+        except psutil.Error:
+            return []
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """SIGSTOP the worker (main process and pool children) for a while, then SIGCONT it.
+
+        Jobs created meanwhile stay `queued`, for as long as a test needs. Pause it only while
+        it is idle: a process stopped inside a transaction would hold its locks.
+        """
+        processes = [psutil.Process(self.pid), *self.children()]
+        for process in processes:
+            process.suspend()
+        try:
+            yield
+        finally:
+            for process in processes:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.resume()
+
+    def expect(self, *marks: str) -> None:
+        """A test causes errors on purpose: records (or tracebacks) with one of `marks` are fine."""
+        self.expected += marks
+
+    def expect_lost_children(self) -> None:
+        """A test kills pool children on purpose: Celery's WorkerLostError lines are expected."""
+        self.expect(*_LOST_CHILD)
+
+    def request_stop(self) -> None:
+        # SIGTERM to the main process only: a warm shutdown ends the pool itself. Signalling the
+        # children as well can leave the pool's queue lock held and the main process hung.
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self) -> None:
+        process, self.process = self.process, None
+        if process is not None:
+            _stop_group(process, WORKER_STOP_TIMEOUT)
+
+    def stop(self) -> None:
+        self.request_stop()
+        self.wait_stopped()
+
+    def output_tails(self) -> str:
+        return (
+            f"--- worker stderr (tail) ---\n{tail(self.stderr_path)}\n"
+            f"--- worker stdout (tail) ---\n{tail(self.stdout_path)}"
+        )
+
+    def log_lines(self) -> list[str]:
+        return _log_lines(self.stdout_path, self.stderr_path)
+
+    def _expected(self, text: str) -> bool:
+        return any(mark in text for mark in self.expected)
+
+    def logged_errors(self) -> list[str]:
+        """The tracebacks the worker printed, less those a test caused on purpose (`expect`).
+
+        Only tracebacks count: Celery logs plain ERROR records for events that are no crash
+        (a pool child ended at shutdown, a broker reconnect). A traceback's lines, chained ones
+        included, run until the next log record and are judged as one block, so the traceback
+        under an expected WorkerLostError is recognised as such.
+        """
+        found: list[str] = []
+        block: list[str] = []
+
+        def close_block() -> None:
+            if block and not self._expected("\n".join(block)):
+                found.append("\n".join(block)[:2000])
+            block.clear()
+
+        record = ""  # the log record a traceback belongs to (it is judged with it)
+        for line in self.log_lines():
+            if _CELERY_LINE.match(line) or _json_level(line):
+                close_block()
+                record = line
+            if block:
+                block.append(line)
+            elif "Traceback (most recent call last)" in line:
+                block += [record, line] if record and record != line else [line]
+        close_block()
+        return found
+
+
 class Server:
-    """One service started as `python -m <pkg>` from its folder, on one backend."""
+    """One service started as `python -m <pkg>` from its folder, on one backend.
+
+    With `worker=True` (the default) the row's Celery worker is started once the server is ready
+    and stopped with it; its errors count as the server's.
+    """
 
     def __init__(
         self,
@@ -246,13 +498,16 @@ class Server:
         *,
         settings: dict[str, str] | None = None,
         ready_path: str = "/readyz",
+        worker: bool = True,
     ) -> None:
         self.row = row
         self.workdir = workdir
         self.database_url = database_url
         self.redis_url = redis_url
-        self.settings = {"LOG_LEVEL": "warning", **(settings or {})}
+        self.settings = {**ROW_SETTINGS, **(settings or {})}
         self.ready_path = ready_path
+        self.with_worker = worker
+        self.worker: Worker | None = None
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         defaults = JwtConfig(secret=secrets.token_urlsafe(36))
@@ -315,7 +570,19 @@ class Server:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # its workers form a group we can clean up
             )
+        if self.with_worker:
+            # Started alongside the server, after migrate() on postgresql rows. On sqlite rows the
+            # server migrates as it starts; the worker touches no table before a job exists, and
+            # none can exist before the server is ready.
+            self.worker = Worker(self.row, self.workdir, self.environment())
+            self.worker.start()
         self._wait_ready()
+        if self.worker is not None:
+            try:
+                self.worker.wait_ready()
+            except ServerFailed:
+                self.stop()
+                raise
 
     def _wait_ready(self) -> None:
         assert self.process is not None
@@ -342,42 +609,44 @@ class Server:
         )
 
     def stop(self) -> None:
+        """SIGTERM the worker and the server together, wait, then SIGKILL what is left."""
+        if self.worker is not None:
+            self.worker.request_stop()
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=STOP_TIMEOUT)
-        # Workers that outlived their master (they should not) go with the group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        if process is not None:
+            # Workers that outlive their master (they should not) go with the group.
+            _stop_group(process, STOP_TIMEOUT)
+        if self.worker is not None:
+            self.worker.wait_stopped()
+
+    def rss(self) -> int:
+        """Resident memory of the server: its master and every worker process under it."""
+        return 0 if self.process is None else tree_rss(self.process.pid)
 
     def output_tails(self) -> str:
-        return (
+        tails = (
             f"--- stderr (tail) ---\n{tail(self.stderr_path)}\n"
             f"--- stdout (tail) ---\n{tail(self.stdout_path)}"
         )
+        if self.worker is not None:
+            tails += f"\n{self.worker.output_tails()}"
+        return tails
 
     def log_lines(self) -> list[str]:
         """Everything the server wrote, stdout then stderr, one entry per line."""
-        lines = []
-        for path in (self.stdout_path, self.stderr_path):
-            with contextlib.suppress(OSError):
-                lines += path.read_text(encoding="utf-8", errors="replace").splitlines()
-        return [line for line in lines if line.strip()]
+        return _log_lines(self.stdout_path, self.stderr_path)
 
     def logged_errors(self) -> list[str]:
-        """Log lines that show a crash: a traceback, or a record at ERROR or above."""
+        """Log lines that show a crash: a traceback, or a record at ERROR or above.
+
+        The worker's count too (see Worker.logged_errors for what it may log on purpose).
+        """
         found = []
         for line in self.log_lines():
-            level = ""
-            with contextlib.suppress(ValueError, AttributeError):
-                record = json.loads(line)
-                level = str(record.get("level") or record.get("levelname") or "").upper()
-            if "Traceback" in line or level in {"ERROR", "CRITICAL"}:
+            if "Traceback" in line or _json_level(line) in {"ERROR", "CRITICAL"}:
                 found.append(line[:2000])
+        if self.worker is not None:
+            found += [f"[worker] {line}" for line in self.worker.logged_errors()]
         return found

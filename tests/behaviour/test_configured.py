@@ -53,10 +53,28 @@ def test_the_api_with_the_dependency_down(configured: Configured) -> None:
     if configured.failed == "database":
         _database_down(configured.api)
     else:
-        # Nothing built so far needs the broker: only readiness reports it.
-        user = configured.api.new_user()
-        item = configured.api.create_item(user)
-        assert configured.api.item(user, item["id"]) == item
+        _broker_down(configured.api)
+
+
+def _broker_down(api: Api) -> None:
+    """CRUD works; a job cannot be queued, so POST /jobs is a quick 503 and leaves no job."""
+    user = api.new_user()
+    item = api.create_item(user)
+    assert api.item(user, item["id"]) == item
+    started = time.monotonic()
+    answer = api.http.post(
+        "/api/v1/jobs",
+        json={"kind": "import_items", "items": [{"name": "queued?", "price": 1}]},
+        headers=user.auth,
+    )
+    elapsed = time.monotonic() - started
+    assert_problem(answer, "service-unavailable")
+    _retry_after(answer.headers)
+    assert elapsed < 2.0, f"POST /jobs took {elapsed:.2f}s with the broker down"
+    listed = api.http.get("/api/v1/jobs", headers=user.auth)
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["items"] == [], "a job the broker never took is still stored"
+    assert api.items(user) == [item]
 
 
 def _database_down(api: Api) -> None:

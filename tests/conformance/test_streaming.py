@@ -26,7 +26,7 @@ GOOD_ITEM = {
 }
 
 
-def _export_validator() -> hooks.Draft202012Validator:
+def _export_validator() -> hooks.jsonschema_rs.Validator:
     return hooks.line_validator("/api/v1/items/export", "GET", 200, "application/jsonl")
 
 
@@ -56,3 +56,11 @@ def test_a_wrong_line_after_a_good_one_fails(wrong_line: str, says: str) -> None
 def test_sse_streams_are_bounded() -> None:
     with runner.CONFIG.open("rb") as handle:
         assert 0 < tomllib.load(handle)["max-stream-events"] <= 100
+
+
+def test_lines_split_at_newlines_only() -> None:
+    """U+2028, U+0085 and U+001C are legal unescaped inside JSON strings: not line breaks."""
+    names = ["para\u2028graph", "next\x85line", "file\x1cseparator"]
+    body = "".join(json.dumps({**GOOD_ITEM, "name": n}, ensure_ascii=False) + "\n" for n in names)
+    values = hooks.validate_lines(body, _export_validator())
+    assert [value["name"] for value in values] == names
