@@ -10,7 +10,7 @@ SERVICE_DIRS := flask_service fastapi_service
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help env compare conformance test lint unit suite up clean
+.PHONY: help env compare conformance test lint unit suite deploy-check up clean
 
 help:
 	@echo "make compare  run the shared suite against both services, print the Flask/FastAPI table"
@@ -20,6 +20,7 @@ help:
 	@echo "make suite    the shared suite over every row (SERVICES=..., BACKENDS=... to narrow);"
 	@echo "              it includes tests/conformance (Schemathesis, drift, differential), quick budget"
 	@echo "make conformance  the conformance suite, deep budget; writes reports/conformance.md + JUnit"
+	@echo "make deploy-check  Dockerfiles, compose, Kubernetes manifests: validate, lint, run each command"
 	@echo "make up       both services and their workers: Flask :8001, FastAPI :8002 (Ctrl-C stops)"
 	@echo "make clean    remove the venv, reports and caches"
 
@@ -36,7 +37,8 @@ $(STAMP): $(BIN)/python flask_service/pyproject.toml fastapi_service/pyproject.t
 env: $(STAMP)
 
 compare: $(STAMP)
-	$(BIN)/python -m pytest tests --compare-report -q --ignore=tests/conformance $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests --compare-report -q --ignore=tests/conformance --ignore=tests/deploy \
+		$(PYTEST_ARGS)
 
 # Schemathesis (all phases, all checks), spec drift and the differential run with the deep budget
 # against both services on PostgreSQL; the quick budget of the same tests runs inside `make suite`.
@@ -49,6 +51,7 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory lint || status=1; \
 	$(MAKE) --no-print-directory unit || status=1; \
 	$(MAKE) --no-print-directory suite || status=1; \
+	$(MAKE) --no-print-directory deploy-check || status=1; \
 	if [ $$status -ne 0 ]; then echo "make test: FAILED (see above)"; else echo "make test: OK"; fi; \
 	exit $$status
 
@@ -71,7 +74,21 @@ unit: $(STAMP)
 	done; exit $$status
 
 suite: $(STAMP)
-	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests --ignore=tests/deploy $(PYTEST_ARGS)
+
+# Dockerfiles, compose and the Kubernetes manifests: rendered, validated, linted, and every
+# container command run as a local process. The tools (checkov, kubernetes-validate, hadolint)
+# live in their own venv: checkov's pins would fight the suite's.
+DEPLOY_VENV := .venv-deploy
+DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
+$(DEPLOY_STAMP): tests/deploy/requirements.txt
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install --upgrade pip
+	$(DEPLOY_VENV)/bin/python -m pip install -r tests/deploy/requirements.txt
+	touch $@
+
+deploy-check: $(STAMP) $(DEPLOY_STAMP)
+	$(BIN)/python -m pytest tests/deploy $(PYTEST_ARGS)
 
 # Both services and their Celery workers in the foreground on the embedded defaults (or
 # DATABASE_URL / REDIS_URL when set; FLASK_DATABASE_URL / FASTAPI_DATABASE_URL give each its own
@@ -104,7 +121,7 @@ up: $(STAMP)
 	wait $$all; kill -TERM $$all 2>/dev/null; wait
 
 clean:
-	rm -rf $(VENV) reports .pytest_cache tests/.pytest_cache
+	rm -rf $(VENV) $(DEPLOY_VENV) reports .pytest_cache tests/.pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	find . \( -name .mypy_cache -o -name .ruff_cache -o -name .pytest_cache -o -name .hypothesis \
 		-o -name '*.egg-info' \) \
