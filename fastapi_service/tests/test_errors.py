@@ -245,3 +245,37 @@ async def test_database_down_is_503_with_retry_after(
     assert int(answer.headers["retry-after"]) > 0
     problem = assert_problem(ready, 503, "service-unavailable")
     assert "database" in problem["detail"]
+
+
+async def test_too_many_connections_is_unavailable_not_a_bug() -> None:
+    """asyncpg's "too many clients" (SQLSTATE 53300) is a plain DBAPIError: still a 503."""
+    import os
+    import secrets
+
+    import psycopg
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from fastapi_service.errors import is_unavailable
+
+    admin_url = os.environ.get("TEST_DATABASE_URL")
+    if not admin_url:
+        pytest.skip("TEST_DATABASE_URL is not set")
+    role = f"no_connections_{secrets.token_hex(4)}"
+    admin = make_url(admin_url).set(drivername="postgresql")
+    libpq = admin.render_as_string(hide_password=False)
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
+    url = admin.set(drivername="postgresql+asyncpg", username=role, password=None)
+    engine = create_async_engine(url)
+    try:
+        with pytest.raises(DBAPIError, match="too many connections") as caught:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        assert is_unavailable(caught.value), repr(caught.value)
+    finally:
+        await engine.dispose()
+        with psycopg.connect(libpq, autocommit=True) as conn:
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')

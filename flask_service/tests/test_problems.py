@@ -282,3 +282,37 @@ def test_a_failed_commit_is_a_problem_not_a_success(
         return {"stored": True}
 
     problem(app.test_client().post("/commit-fails"), 503, "service-unavailable")
+
+
+def test_too_many_connections_is_unavailable_not_a_bug() -> None:
+    """A real "too many clients" (SQLSTATE 53300) from PostgreSQL is a 503, not a 500."""
+    import os
+    import secrets
+
+    import psycopg
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    from flask_service.errors import is_unavailable
+
+    admin_url = os.environ.get("TEST_DATABASE_URL")
+    if not admin_url:
+        pytest.skip("TEST_DATABASE_URL is not set")
+    role = f"no_connections_{secrets.token_hex(4)}"
+    admin = make_url(admin_url).set(drivername="postgresql")
+    libpq = admin.render_as_string(hide_password=False)
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
+    engine = create_engine(admin.set(drivername="postgresql+psycopg", username=role, password=None))
+    try:
+        with (
+            pytest.raises(DBAPIError, match="too many connections") as caught,
+            engine.connect() as connection,
+        ):
+            connection.execute(text("SELECT 1"))
+        assert is_unavailable(caught.value), repr(caught.value)
+    finally:
+        engine.dispose()
+        with psycopg.connect(libpq, autocommit=True) as conn:
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')

@@ -116,11 +116,34 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
     return JSONResponse(body, exc.status_code, headers=exc.headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
+# SQLSTATEs that mean "the database cannot serve anyone right now", whatever class a driver
+# gives them (asyncpg's "too many clients" reaches SQLAlchemy as a plain DBAPIError): class 08
+# connection exception, class 53 insufficient resources (too many connections, disk full, out of
+# memory), 57P01-57P03 administrator/crash shutdown and "cannot connect now" (still starting).
+UNAVAILABLE_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03")
+
+
+def _sqlstate(exc: BaseException) -> str:
+    """The SQLSTATE a driver attached to `exc` or to what it wraps, or ""."""
+    seen: BaseException | None = exc
+    for _ in range(4):  # the DBAPIError, the driver's error, what that one wraps
+        if seen is None:
+            break
+        code = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
+        if isinstance(code, str) and code:
+            return code
+        orig = getattr(seen, "orig", None)
+        seen = orig if isinstance(orig, BaseException) else seen.__cause__
+    return ""
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """True when the database cannot be reached (refused, dropped, locked, pool exhausted)."""
     if isinstance(exc, sa_exc.DBAPIError):
-        return exc.connection_invalidated or isinstance(
-            exc, sa_exc.OperationalError | sa_exc.InterfaceError
+        return (
+            exc.connection_invalidated
+            or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+            or _sqlstate(exc).startswith(UNAVAILABLE_SQLSTATES)
         )
     return isinstance(exc, OSError | sa_exc.TimeoutError | sa_exc.DisconnectionError)
 
