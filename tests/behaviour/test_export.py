@@ -15,12 +15,15 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from apiclient import Api, Bulk, User
 from checks import assert_item, assert_problem, media_type
+
+if TYPE_CHECKING:
+    from harness import Row  # the `row` fixture's type only
 
 EXPORT = "/api/v1/items/export"
 COUNT = 300
@@ -160,7 +163,11 @@ class RssSampler:
         self.samples.append(self.read())
 
 
-def test_export_of_100000_items_streams_in_bounded_memory(bulk: Bulk) -> None:
+def test_export_of_100000_items_streams_in_bounded_memory(row: Row, bulk: Bulk) -> None:
+    # PostgreSQL rows only: the production backend, and ~70 s less per run. SQLite rows export
+    # through the same batched code (one snapshot read) in the 10,000-item test above.
+    if row.backend != "postgresql":
+        pytest.skip("the 100,000-item memory bound runs on the postgresql rows")
     api = bulk.api
     user = api.new_user()
     started = time.monotonic()
