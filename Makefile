@@ -10,7 +10,7 @@ SERVICE_DIRS := flask_service fastapi_service
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help env compare conformance test lint unit suite deploy-check up clean
+.PHONY: help env compare conformance test lint unit suite deploy-check bench up clean
 
 help:
 	@echo "make compare  run the shared suite against both services, print the Flask/FastAPI table"
@@ -21,6 +21,7 @@ help:
 	@echo "              it includes tests/conformance (Schemathesis, drift, differential), quick budget"
 	@echo "make conformance  the conformance suite, deep budget; writes reports/conformance.md + JUnit"
 	@echo "make deploy-check  Dockerfiles, compose, Kubernetes manifests: validate, lint, run each command"
+	@echo "make bench    k6 load tests on both services + bare apps (USERS=100|1000|10000, REPEAT, DURATION, SCENARIOS): reports/compare.md"
 	@echo "make up       both services and their workers: Flask :8001, FastAPI :8002 (Ctrl-C stops)"
 	@echo "make clean    remove the venv, reports and caches"
 
@@ -65,6 +66,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check --config tests/ruff.toml tests || status=1; \
 	$(BIN)/ruff format --check --config tests/ruff.toml tests || status=1; \
 	(cd tests && ../$(BIN)/mypy --config-file mypy.ini .) || status=1; \
+	echo "== loadtests: ruff check, ruff format --check, mypy"; \
+	$(BIN)/ruff check --config tests/ruff.toml loadtests || status=1; \
+	$(BIN)/ruff format --check --config tests/ruff.toml loadtests || status=1; \
+	(cd loadtests && MYPYPATH=../tests ../$(BIN)/mypy --config-file ../tests/mypy.ini runner.py report.py bare) \
+		|| status=1; \
 	exit $$status
 
 unit: $(STAMP)
@@ -75,6 +81,13 @@ unit: $(STAMP)
 
 suite: $(STAMP)
 	$(BIN)/python -m pytest tests --ignore=tests/deploy $(PYTEST_ARGS)
+
+# k6 scenarios (crud, stream, jobs, read) against both services and a bare app per framework,
+# interleaved and repeated; writes reports/compare.md and the raw k6 JSON under reports/bench/.
+USERS ?= 100
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(BIN)/python loadtests/runner.py --users $(USERS) $(BENCH_ARGS)
 
 # Dockerfiles, compose and the Kubernetes manifests: rendered, validated, linted, and every
 # container command run as a local process. The tools (checkov, kubernetes-validate, hadolint)

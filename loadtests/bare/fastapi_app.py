@@ -1,0 +1,64 @@
+"""A bare FastAPI app: GET /bare/items/{id} reads one row, nothing else.
+
+`python -m loadtests.bare.fastapi_app` serves it with the template's uvicorn settings
+(fastapi_service.server's constants; HOST, PORT, WEB_CONCURRENCY from the environment).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, HTTPException
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from .common import COLUMNS, database_url, items, max_overflow, pool_size, row_json
+
+_url = database_url()
+_options: dict[str, Any] = {}
+if not _url.startswith("sqlite"):
+    _options = {"pool_size": pool_size(), "max_overflow": max_overflow(), "pool_timeout": 10}
+engine = create_async_engine(_url, **_options)
+
+app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@app.get("/bare/items/{item_id}")
+async def read_item(item_id: uuid.UUID) -> dict[str, Any]:
+    async with engine.connect() as connection:
+        row = (await connection.execute(select(*COLUMNS).where(items.c.id == item_id))).first()
+    if row is None:
+        raise HTTPException(status_code=404)
+    return row_json(row)
+
+
+@app.get("/readyz")
+async def ready() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def main() -> None:
+    from fastapi_service import server
+
+    uvicorn.run(
+        "loadtests.bare.fastapi_app:app",
+        host=os.environ.get("HOST", "127.0.0.1"),
+        port=int(os.environ.get("PORT", "8000")),
+        workers=int(os.environ.get("WEB_CONCURRENCY", "2")),
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=server.KEEP_ALIVE_SECONDS,
+        timeout_graceful_shutdown=server.GRACEFUL_TIMEOUT_SECONDS,
+        backlog=server.BACKLOG,
+        server_header=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""A bare Flask app: GET /bare/items/<id> reads one row, nothing else.
+
+Served by gunicorn with the template's own settings module:
+`gunicorn -c python:flask_service.server loadtests.bare.flask_app:app`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import Flask, abort
+from sqlalchemy import create_engine, select
+
+from .common import COLUMNS, database_url, items, max_overflow, pool_size, row_json
+
+_url = database_url()
+_options: dict[str, Any] = {}
+if not _url.startswith("sqlite"):
+    _options = {"pool_size": pool_size(), "max_overflow": max_overflow(), "pool_timeout": 10}
+else:
+    _options = {"connect_args": {"check_same_thread": False}}
+engine = create_engine(_url, **_options)
+
+app = Flask(__name__)
+
+
+@app.get("/bare/items/<item_id>")
+def read_item(item_id: str) -> Any:
+    try:
+        key = uuid.UUID(item_id)
+    except ValueError:
+        abort(404)
+    with engine.connect() as connection:
+        row = connection.execute(select(*COLUMNS).where(items.c.id == key)).first()
+    if row is None:
+        abort(404)
+    return row_json(row)
+
+
+@app.get("/readyz")
+def ready() -> Any:
+    return {"status": "ok"}

@@ -1,0 +1,100 @@
+// HTTP helpers: accounts, tokens, items, jobs. Every request carries `phase` and `op` tags so
+// thresholds and the report can tell preparation from the measured window.
+import http from 'k6/http';
+import { check, sleep } from 'k6';
+import { SharedArray } from 'k6/data';
+import exec from 'k6/execution';
+import { Counter, Trend } from 'k6/metrics';
+
+// ACCOUNTS: a JSON file [{token, items: [ids]}] prepared by the runner (accounts and items
+// written straight into the database, tokens signed with the server's key): VU n takes entry n.
+// Without it every VU registers and logs in itself (two argon2 hashes each on the server).
+const POOL = __ENV.ACCOUNTS ? new SharedArray('accounts', () => JSON.parse(open(__ENV.ACCOUNTS))) : null;
+
+// Preparation (account, token, starting data) per VU, and the VUs that were not ready when the
+// measured window opened (the window then runs with fewer VUs: raise PREP).
+const prepDuration = new Trend('prep_duration', true);
+const lateVus = new Counter('late_vus');
+
+export const API = '/api/v1';
+const PASSWORD = 'load-test-password-1';
+
+export function tags(phase, op) {
+  return { phase, op };
+}
+
+function json(body) {
+  return { 'Content-Type': 'application/json' };
+}
+
+// This VU's account: {token, headers, items} from the ACCOUNTS pool, or a fresh one.
+export function account(cfg, runId) {
+  if (POOL) {
+    const entry = POOL[(exec.vu.idInTest - 1) % POOL.length];
+    return { token: entry.token, headers: { Authorization: `Bearer ${entry.token}` }, items: [...entry.items] };
+  }
+  return newAccount(cfg, runId);
+}
+
+// A fresh account and its token for this VU. Two argon2 computations on the server (register,
+// login): done once per VU, before the measured window.
+export function newAccount(cfg, runId) {
+  const vu = exec.vu.idInTest;
+  const email = `lt-${runId}-${vu}-${Math.floor(Math.random() * 1e9)}@example.com`;
+  const created = http.post(
+    `${cfg.baseUrl}${API}/users`,
+    JSON.stringify({ email, password: PASSWORD, full_name: `Load ${vu}` }),
+    { headers: json(), tags: tags('prep', 'register') },
+  );
+  if (!check(created, { 'register 201': (r) => r.status === 201 })) {
+    throw new Error(`register: ${created.status} ${String(created.body).slice(0, 200)}`);
+  }
+  const login = http.post(
+    `${cfg.baseUrl}${API}/auth/token`,
+    { grant_type: 'password', username: email, password: PASSWORD },
+    { tags: tags('prep', 'login') },
+  );
+  if (!check(login, { 'login 200': (r) => r.status === 200 })) {
+    throw new Error(`login: ${login.status} ${String(login.body).slice(0, 200)}`);
+  }
+  const token = login.json('access_token');
+  return { email, token, headers: { Authorization: `Bearer ${token}` }, items: [] };
+}
+
+export function itemBody(n) {
+  return {
+    name: `item ${n}`,
+    description: 'made by the load test',
+    price: Math.round(Math.random() * 100000) / 100,
+    tags: n % 2 ? ['odd', 'load'] : ['even', 'load'],
+  };
+}
+
+export function createItem(cfg, account, n, phase) {
+  const answer = http.post(`${cfg.baseUrl}${API}/items`, JSON.stringify(itemBody(n)), {
+    headers: { ...account.headers, ...json() },
+    tags: tags(phase, 'create'),
+  });
+  check(answer, { 'create 201': (r) => r.status === 201 });
+  return answer.status === 201 ? answer.json('id') : null;
+}
+
+// Before the measured window starts every VU waits for the common start time from setup().
+// `began` is when the VU started preparing.
+export function waitForStart(startAt, began) {
+  const now = Date.now();
+  prepDuration.add(now - began);
+  lateVus.add(now > startAt ? 1 : 0);
+  const wait = (startAt - now) / 1000;
+  if (wait > 0) sleep(wait);
+}
+
+export function phaseNow(startAt) {
+  return Date.now() >= startAt ? 'main' : 'prep';
+}
+
+export function thinkTime(cfg) {
+  if (cfg.think > 0) sleep(cfg.think * (0.5 + Math.random()));
+}
+
+export const TERMINAL = ['succeeded', 'failed', 'cancelled'];

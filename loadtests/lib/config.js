@@ -1,0 +1,89 @@
+// Run configuration shared by every scenario: one script serves every size.
+//
+// Environment (all optional except BASE_URL when not local):
+//   BASE_URL      service root, e.g. http://127.0.0.1:8001 (default http://127.0.0.1:8001)
+//   SIZE          smoke | 100 | 1000 | 10000 (default smoke): VUs, think time and thresholds
+//   VUS           override the size's number of virtual users
+//   DURATION      measured window, k6 duration syntax (default: the size's)
+//   PREP          seconds before the measured window for per-VU preparation (default: scaled)
+//   ACCOUNTS      JSON file of prepared accounts [{token, items}] (the runner writes one)
+//   THINK         seconds of think time between iterations (default: the size's)
+//   SUMMARY_PATH  where handleSummary writes the JSON summary (default: none)
+//   LABEL         free text copied into the summary (service, run number...)
+
+export const SIZES = {
+  smoke: { vus: 5, duration: '10s', think: 0.2, failed: 0.01, p95: 1000, p99: 2000 },
+  100: { vus: 100, duration: '30s', think: 0.5, failed: 0.01, p95: 500, p99: 1000 },
+  1000: { vus: 1000, duration: '30s', think: 2, failed: 0.01, p95: 2000, p99: 4000 },
+  10000: { vus: 10000, duration: '60s', think: 10, failed: 0.02, p95: 5000, p99: 10000 },
+};
+
+export function durationSeconds(text) {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(String(text).trim());
+  if (!match) throw new Error(`DURATION: not a duration: ${text}`);
+  const factor = { ms: 0.001, s: 1, m: 60, h: 3600 }[match[2] || 's'];
+  return Number(match[1]) * factor;
+}
+
+export function settings(env = __ENV) {
+  const size = String(env.SIZE || 'smoke');
+  const profile = SIZES[size];
+  if (!profile) throw new Error(`SIZE: unknown ${size}; choose from ${Object.keys(SIZES)}`);
+  const vus = Number(env.VUS || profile.vus);
+  const duration = durationSeconds(env.DURATION || profile.duration);
+  // Account creation hashes a password (argon2) twice per VU; give it time before measuring.
+  // With a prepared ACCOUNTS pool there is nothing to wait for.
+  const fallback = env.ACCOUNTS ? 2 : Math.max(5, Math.ceil(vus / 2));
+  const prep = env.PREP !== undefined ? Number(env.PREP) : fallback;
+  const think = env.THINK !== undefined ? Number(env.THINK) : profile.think;
+  return {
+    size,
+    vus,
+    duration,
+    prep,
+    think,
+    baseUrl: String(env.BASE_URL || 'http://127.0.0.1:8001').replace(/\/$/, ''),
+    summaryPath: env.SUMMARY_PATH || '',
+    label: env.LABEL || '',
+    failed: Number(env.MAX_FAILED || profile.failed),
+    p95: Number(env.P95_MS || profile.p95),
+    p99: Number(env.P99_MS || profile.p99),
+  };
+}
+
+// k6 options for a scenario: one constant-VU scenario covering the preparation and the
+// measured window. Thresholds per size: failures over the measured window and p95/p99 per
+// operation; `http_reqs{phase:main}` carries no limit worth failing on, it is there so the
+// summary holds the measured window's request count.
+// `overall: false` leaves the window's overall latency without limits (streams last seconds).
+export function options(cfg, ops, extra = {}, { overall = true } = {}) {
+  const thresholds = {
+    'http_req_failed{phase:main}': [`rate<${cfg.failed}`],
+    'http_req_duration{phase:main}': overall ? [`p(95)<${cfg.p95}`, `p(99)<${cfg.p99}`] : ['max>=0'],
+    'http_reqs{phase:main}': ['count>=0'],
+    checks: [`rate>${1 - cfg.failed}`],
+    late_vus: ['count>=0'],
+    prep_duration: ['max>=0'],
+  };
+  for (const op of ops) {
+    thresholds[`http_req_duration{phase:main,op:${op}}`] = [`p(95)<${cfg.p95}`, `p(99)<${cfg.p99}`];
+  }
+  Object.assign(thresholds, extra);
+  return {
+    scenarios: {
+      main: {
+        executor: 'constant-vus',
+        vus: cfg.vus,
+        duration: `${cfg.prep + cfg.duration}s`,
+        gracefulStop: String(__ENV.GRACEFUL_STOP || '10s'),
+      },
+    },
+    setupTimeout: '120s',
+    teardownTimeout: '60s',
+    thresholds,
+    summaryTrendStats: ['avg', 'min', 'med', 'max', 'p(90)', 'p(95)', 'p(99)', 'count'],
+    discardResponseBodies: false,
+    noConnectionReuse: false,
+    userAgent: 'loadtests-k6',
+  };
+}
