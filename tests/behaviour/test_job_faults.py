@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import psutil
+import pytest
 
 from apiclient import Api, BrokerOutage, User
 from checks import assert_job, assert_problem
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 COUNT = 10_000  # 200 batches of JOB_BATCH_SIZE=50: a few seconds even on SQLite
 
 
+KILL_ATTEMPTS = 3
+
+
 def _items(count: int) -> list[dict[str, Any]]:
     return [{"name": f"survivor {i:05}", "price": i % 97} for i in range(count)]
 
@@ -31,30 +35,39 @@ def _items(count: int) -> list[dict[str, Any]]:
 def test_a_killed_worker_child_does_not_lose_or_double_items(
     api: Api, user: User, worker: Worker
 ) -> None:
-    job = api.import_items(user, _items(COUNT))
-
-    def midway(job: dict[str, Any]) -> bool:
-        assert job["status"] in {"queued", "running"}, f"finished before the kill: {job}"
-        return job["status"] == "running" and int(job["progress"]["done"]) > 0
-
-    seen = api.wait_for_job(user, job["id"], until=midway, interval=0.01)
-    assert seen["progress"]["done"] < COUNT
-    worker.expect_lost_children()
-    busy = _busiest(worker.children())
-    busy.kill()
-    killed_at = api.read_job(user, job["id"])
-    assert killed_at["status"] == "running", killed_at
-    assert killed_at["progress"]["done"] < COUNT, "the import finished before the kill"
+    # A 10,000-item import lasts a few seconds at the rows' batch size; on a fast row it can still
+    # end before the kill lands. Then the scenario is run again with a fresh user (at most
+    # KILL_ATTEMPTS times): the assertions below only ever judge an import killed mid-way.
+    for attempt in range(1, KILL_ATTEMPTS + 1):
+        owner = user if attempt == 1 else api.new_user()
+        job = api.import_items(owner, _items(COUNT))
+        seen = api.wait_for_job(owner, job["id"], until=_midway_or_done, interval=0.01)
+        if seen["status"] != "running":
+            continue
+        worker.expect_lost_children()
+        busy = _busiest(worker.children())
+        busy.kill()
+        killed_at = api.read_job(owner, job["id"])
+        if killed_at["status"] == "running" and killed_at["progress"]["done"] < COUNT:
+            break
+    else:
+        pytest.fail(f"in {KILL_ATTEMPTS} attempts the import always finished before the kill")
+    print(f"killed mid-import on attempt {attempt}, {killed_at['progress']} done")
 
     started = time.monotonic()
-    finished = api.wait_for_job(user, job["id"], timeout=120)
+    finished = api.wait_for_job(owner, job["id"], timeout=120)
     assert_job(finished, status="succeeded", result={"created": COUNT})
     assert finished["progress"] == {"done": COUNT, "total": COUNT}
-    names = [item["name"] for item in api.export(user)]
+    names = [item["name"] for item in api.export(owner)]
     assert len(names) == COUNT, f"{len(names)} items for an import of {COUNT}"
     assert sorted(names) == sorted(item["name"] for item in _items(COUNT))
     assert busy.pid not in {child.pid for child in worker.children()}, "no child was replaced"
     print(f"resumed and finished {time.monotonic() - started:.1f}s after the kill")
+
+
+def _midway_or_done(job: dict[str, Any]) -> bool:
+    running = job["status"] == "running" and int(job["progress"]["done"]) > 0
+    return running or job["status"] not in {"queued", "running"}
 
 
 def _busiest(children: list[psutil.Process]) -> psutil.Process:
