@@ -26,6 +26,7 @@ from harness import (
     Worker,
     create_database,
     drop_database,
+    flush_redis_database,
     free_port,
     postgres_answers,
     redis_answers,
@@ -71,6 +72,7 @@ class Backends:
         self._postgres_reason = ""
         self._looked = False
         self._redis_dbs = random.sample(range(1, 16), 15)
+        self._redis_used: list[int] = []
 
     def postgres(self) -> str | None:
         """An admin URL on a PostgreSQL that answers, or None (see `missing_postgres`)."""
@@ -103,9 +105,13 @@ class Backends:
             return self.redis_url
         if row.backend != "postgresql" or not redis_answers():
             return None
-        return f"redis://127.0.0.1:6379/{self._redis_dbs.pop()}"
+        number = self._redis_dbs.pop()
+        self._redis_used.append(number)
+        return f"redis://127.0.0.1:6379/{number}"
 
     def close(self) -> None:
+        for number in self._redis_used:  # leave the databases as empty as we found them
+            flush_redis_database(number)
         if self.throwaway is not None:
             self.throwaway.stop()
 

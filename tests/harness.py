@@ -154,6 +154,15 @@ def redis_answers(host: str = DEFAULT_REDIS[0], port: int = DEFAULT_REDIS[1]) ->
         return False
 
 
+def flush_redis_database(
+    number: int, host: str = DEFAULT_REDIS[0], port: int = DEFAULT_REDIS[1]
+) -> None:
+    """Empty one Redis database this run used (queues, bindings), so the next run finds it empty."""
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=2.0) as sock:
+        sock.sendall(f"SELECT {number}\r\nFLUSHDB\r\n".encode())
+        sock.recv(64)
+
+
 class PrivateRedis:
     """A throwaway `redis-server` on its own port (no persistence), to be killed and restarted."""
 
