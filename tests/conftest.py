@@ -71,7 +71,9 @@ class Backends:
         self._postgres: str | None = None
         self._postgres_reason = ""
         self._looked = False
-        self._redis_dbs = random.sample(range(1, 16), 15)
+        # TEST_REDIS_DBS="3,4,5" keeps parallel runs on one Redis apart (default: any of 1-15).
+        chosen = [int(n) for n in os.environ.get("TEST_REDIS_DBS", "").split(",") if n.strip()]
+        self._redis_dbs = chosen or random.sample(range(1, 16), 15)
         self._redis_used: list[int] = []
 
     def postgres(self) -> str | None:
