@@ -6,12 +6,13 @@ import logging
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from ..deps import ContractRoute, CurrentUserId, SessionDep, SettingsDep
 from ..docs import headers, problems
-from ..pagination import CURSOR_PATTERN, decode_cursor, encode_cursor
+from ..items.routes import Cursor, Limit
+from ..pagination import decode_cursor, encode_cursor
 from ..problems import ServiceUnavailable, ValidationFailed
 from . import events, service, tasks
 from .schemas import Job, JobCreate, JobEvent, JobPage
@@ -20,16 +21,6 @@ router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], route_class=ContractRou
 logger = logging.getLogger(__name__)
 
 JobId = Annotated[uuid.UUID, Path()]
-Limit = Annotated[int, Query(ge=1, le=100, description="Page size.")]
-Cursor = Annotated[
-    str | None,
-    Query(
-        min_length=22,
-        max_length=22,
-        pattern=CURSOR_PATTERN,
-        description="The `next_cursor` of the previous page.",
-    ),
-]
 LastEventId = Annotated[
     str | None,
     Header(
