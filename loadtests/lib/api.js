@@ -38,8 +38,13 @@ export function account(cfg, runId) {
 
 // A fresh account and its token for this VU. Two argon2 computations on the server (register,
 // login): done once per VU, before the measured window.
+// With REGISTER_SPREAD the VUs register one after the other over that many seconds, in the
+// order of their test-wide number (exec.vu.idInTest is unique across k6-operator runners: each
+// runner's execution segment gets its own share of the numbers), so N runners together still
+// offer one even ramp.
 export function newAccount(cfg, runId) {
   const vu = exec.vu.idInTest;
+  if (cfg.spread > 0) sleep(((vu - 1) / cfg.vus) * cfg.spread);
   const email = `lt-${runId}-${vu}-${Math.floor(Math.random() * 1e9)}@example.com`;
   const created = http.post(
     `${cfg.baseUrl}${API}/users`,

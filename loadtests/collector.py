@@ -1,0 +1,126 @@
+"""Receives the raw samples of distributed k6 runners and keeps them for loadtests/merge.py.
+
+A k6 runner's own summary cannot be combined with the others' (percentiles do not add up), and a
+finished runner pod takes its files with it. So every runner streams its samples here with k6's
+built-in InfluxDB output (`k6 run --out influxdb=http://<collector>:8086/<run>`), and this server
+appends each batch to `<data>/<run>/samples.lp`, unchanged. Only the part of the InfluxDB v1 API
+that k6 uses: `POST /write?db=<run>` (a batch of line protocol) and `POST /query` (k6 asks for
+`CREATE DATABASE` first; answered, nothing to create). `GET /healthz` answers probes.
+
+    python loadtests/collector.py --port 8086 --data /data
+
+Standard library only: it runs on a plain python image with this file from the ConfigMap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import re
+import sys
+import threading
+from collections.abc import Sequence
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+MAX_BATCH_BYTES = 64 * 2**20
+
+
+class Store:
+    """One append-only file per run; one lock per file (batches from runners interleave)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.locks: dict[str, threading.Lock] = {}
+        self.guard = threading.Lock()
+
+    def append(self, run: str, batch: bytes) -> None:
+        with self.guard:
+            lock = self.locks.setdefault(run, threading.Lock())
+        folder = self.root / run
+        with lock:
+            folder.mkdir(parents=True, exist_ok=True)
+            with (folder / "samples.lp").open("ab") as out:
+                out.write(batch if batch.endswith(b"\n") else batch + b"\n")
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "loadtest-collector"
+    store: Store
+
+    def _answer(self, status: HTTPStatus, body: bytes = b"", kind: str = "text/plain") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _body(self) -> bytes | None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BATCH_BYTES:
+            self._answer(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"batch too large\n")
+            return None
+        body = self.rfile.read(length)
+        if self.headers.get("Content-Encoding", "").lower() == "gzip":
+            body = gzip.decompress(body)
+        return body
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if path in ("/healthz", "/ping"):
+            self._answer(HTTPStatus.OK if path == "/healthz" else HTTPStatus.NO_CONTENT)
+        elif path == "/query":
+            self._query()
+        else:
+            self._answer(HTTPStatus.NOT_FOUND, b"not found\n")
+
+    def do_POST(self) -> None:
+        url = urlsplit(self.path)
+        if url.path == "/query":
+            self._body()
+            self._query()
+            return
+        if url.path != "/write":
+            self._answer(HTTPStatus.NOT_FOUND, b"not found\n")
+            return
+        run = parse_qs(url.query).get("db", [""])[0]
+        if not RUN_NAME.match(run):
+            self._answer(HTTPStatus.BAD_REQUEST, b"db: a run name [A-Za-z0-9_.-] is required\n")
+            return
+        body = self._body()
+        if body is None:
+            return
+        if body.strip():
+            self.store.append(run, body)
+        self._answer(HTTPStatus.NO_CONTENT)
+
+    def _query(self) -> None:
+        self._answer(HTTPStatus.OK, b'{"results":[{"statement_id":0}]}', "application/json")
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
+        return  # one line per batch would flood the pod log
+
+
+def serve(port: int, data: Path, host: str = "0.0.0.0") -> ThreadingHTTPServer:  # noqa: S104
+    handler = type("BoundHandler", (Handler,), {"store": Store(data)})
+    return ThreadingHTTPServer((host, port), handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--port", type=int, default=8086)
+    parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a pod's only interface
+    parser.add_argument("--data", type=Path, default=Path("/data"))
+    options = parser.parse_args(argv)
+    server = serve(options.port, options.data, options.host)
+    print(f"collector: listening on {options.host}:{options.port}, data in {options.data}")
+    sys.stdout.flush()
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
