@@ -100,11 +100,11 @@ class Handler(BaseHTTPRequestHandler):
     def _query(self) -> None:
         self._answer(HTTPStatus.OK, b'{"results":[{"statement_id":0}]}', "application/json")
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
+    def log_message(self, format: str, *args: object) -> None:
         return  # one line per batch would flood the pod log
 
 
-def serve(port: int, data: Path, host: str = "0.0.0.0") -> ThreadingHTTPServer:  # noqa: S104
+def serve(port: int, data: Path, host: str = "0.0.0.0") -> ThreadingHTTPServer:
     handler = type("BoundHandler", (Handler,), {"store": Store(data)})
     return ThreadingHTTPServer((host, port), handler)
 
@@ -112,7 +112,7 @@ def serve(port: int, data: Path, host: str = "0.0.0.0") -> ThreadingHTTPServer: 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=8086)
-    parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a pod's only interface
+    parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--data", type=Path, default=Path("/data"))
     options = parser.parse_args(argv)
     server = serve(options.port, options.data, options.host)

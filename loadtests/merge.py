@@ -50,6 +50,8 @@ BUILTIN_TYPES = {
     "vus_max": "gauge",
 }
 INSTANCE_TAG = "instance_id"
+# loadtests/lib/summary.js prints the JSON summary on the line after this one (SUMMARY_STDOUT=json).
+SUMMARY_MARKER = "--- k6 summary json ---"
 
 # One line of InfluxDB line protocol: `measurement,tag=v,... field=v,... timestamp`. Backslash
 # escapes in names and tags; string field values in double quotes.
@@ -221,6 +223,16 @@ class Runner:
             for entry in self.summary.get("metrics", {}).values()
             for result in (entry.get("thresholds") or {}).values()
         )
+
+
+def summary_from_log(text: str) -> dict[str, Any] | None:
+    """The JSON summary a runner printed (SUMMARY_STDOUT=json) in its log, or None."""
+    lines = text.splitlines()
+    for number, line in enumerate(lines[:-1]):
+        if line.strip() == SUMMARY_MARKER:
+            found: dict[str, Any] = json.loads(lines[number + 1])
+            return found
+    return None
 
 
 def load_runners(folder: Path) -> list[Runner]:
