@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -426,3 +427,39 @@ def test_split_run_merges_to_the_unsplit_counts(
     assert min(h["min"] for h in halves) == pytest.approx(window["min"], abs=1e-6)
     assert max(h["max"] for h in halves) == pytest.approx(window["max"], abs=1e-6)
     assert [r["instance"] for r in merged["split"]["runners"]] == ["1", "2"]
+
+
+# --- make k8s-loadtest --------------------------------------------------------------------------
+
+k8s_run = load("k8s_run")
+
+
+@pytest.mark.parametrize("service", OVERLAYS)
+def test_k8s_run_points_the_testrun_at_a_service(service: str) -> None:
+    docs = [json.loads(json.dumps(d)) for d in docs_for("10000")]
+    run_doc = k8s_run.prepare(docs, service, "jobs", "10000", "20260101t000000")
+    assert load_run_problems(run_doc) == []
+    assert run_doc["metadata"]["name"] == f"{service}-jobs-10000"
+    assert influx_url(run_doc).endswith(f"/{service}-jobs-10000-20260101t000000")
+    assert run_doc["spec"]["script"]["localFile"] in mounted_files(run_doc["spec"]["runner"])
+    url = runner_env(run_doc)["BASE_URL"]
+    api = find(rendered(service), "Service", "items-api")
+    assert (
+        url == f"http://{api['metadata']['name']}.{api['metadata']['namespace']}.svc.cluster.local"
+    )
+    assert api["spec"]["ports"][0]["port"] == 80
+    assert [d for d in docs if d["kind"] == "TestRun"] == [run_doc]
+
+
+def test_k8s_run_without_a_cluster_applies_nothing(tmp_path: Path) -> None:
+    script = str(LOADTESTS / "k8s_run.py")
+    out = ["--out", str(tmp_path)]
+    env = {**os.environ, "KUBECONFIG": str(tmp_path / "no-kubeconfig")}
+    done = run([sys.executable, script, "--service", "fastapi", "--users", "100", *out], env=env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "no cluster reachable" in done.stderr and "Nothing was applied" in done.stderr
+    done = run([sys.executable, script, "--users", "1000", "--render", *out], env=env)
+    assert done.returncode == 0, done.stderr
+    [written] = tmp_path.glob("flask-crud-1000-*/manifests.yaml")
+    kinds = [d["kind"] for d in yaml.safe_load_all(written.read_text(encoding="utf-8")) if d]
+    assert "TestRun" in kinds and "Deployment" in kinds

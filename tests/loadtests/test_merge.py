@@ -129,9 +129,7 @@ def test_main_writes_the_report_and_fails_on_a_crossed_threshold(run: Path) -> N
     assert json.loads((run / "merged.json").read_text(encoding="utf-8"))["samples"] > 100
 
 
-@pytest.mark.parametrize(
-    ("pct", "expected"), [(0.0, 1.0), (0.5, 2.5), (0.95, 3.85), (1.0, 4.0)]
-)
+@pytest.mark.parametrize(("pct", "expected"), [(0.0, 1.0), (0.5, 2.5), (0.95, 3.85), (1.0, 4.0)])
 def test_percentile_interpolates_as_k6(pct: float, expected: float) -> None:
     assert merge.percentile([1.0, 2.0, 3.0, 4.0], pct) == pytest.approx(expected)
     assert merge.percentile([], pct) == 0.0
