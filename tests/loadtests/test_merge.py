@@ -33,7 +33,7 @@ def runner_lines(instance: int, durations: list[float], failures: int) -> list[s
     for n, value in enumerate(durations):
         tags = {**base, "op": "read", "phase": "main", "status": "200"}
         failed = 1 if n < failures else 0
-        # A string field holding ",value=" and an escaped space in a tag must not confuse the parser.
+        # A string field holding ",value=" and an escaped space in a tag must not confuse it.
         lines.append(line("http_req_duration", value, tags, n, url="http://api/items/a,value=99"))
         lines.append(line("http_reqs", 1, tags, n))
         lines.append(line("http_req_failed", failed, tags, n))
