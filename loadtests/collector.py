@@ -7,6 +7,10 @@ appends each batch to `<data>/<run>/samples.lp`, unchanged. Only the part of the
 that k6 uses: `POST /write?db=<run>` (a batch of line protocol) and `POST /query` (k6 asks for
 `CREATE DATABASE` first; answered, nothing to create). `GET /healthz` answers probes.
 
+It also hands out load-test accounts: the seeding Job (loadtests/seed.py) stores them with
+`PUT /accounts/<name>` (a JSON list), and VU n fetches entry n-1 with `GET /accounts/<name>/<n>`
+(ACCOUNTS_URL in loadtests/lib/api.js): no argon2 through the API, no file in the runner.
+
     python loadtests/collector.py --port 8086 --data /data
 
 Standard library only: it runs on a plain python image with this file from the ConfigMap.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import re
 import sys
 import threading
@@ -36,6 +41,28 @@ class Store:
         self.root = root
         self.locks: dict[str, threading.Lock] = {}
         self.guard = threading.Lock()
+        self.accounts: dict[str, list[bytes]] = {}
+
+    def put_accounts(self, name: str, body: bytes) -> int:
+        entries = [json.dumps(entry).encode() for entry in json.loads(body)]
+        folder = self.root / "accounts"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.json").write_bytes(body)
+        with self.guard:
+            self.accounts[name] = entries
+        return len(entries)
+
+    def account(self, name: str, number: int) -> bytes | None:
+        """Entry `number` (1-based, a VU's exec.vu.idInTest) of the accounts stored as `name`."""
+        with self.guard:
+            entries = self.accounts.get(name)
+        if entries is None:
+            stored = self.root / "accounts" / f"{name}.json"
+            if not stored.exists():
+                return None
+            self.put_accounts(name, stored.read_bytes())
+            entries = self.accounts[name]
+        return entries[number - 1] if 1 <= number <= len(entries) else None
 
     def append(self, run: str, batch: bytes) -> None:
         with self.guard:
@@ -70,7 +97,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
-        if path in ("/healthz", "/ping"):
+        parts = path.strip("/").split("/")
+        if len(parts) == 3 and parts[0] == "accounts" and RUN_NAME.match(parts[1]):
+            entry = self.store.account(parts[1], int(parts[2])) if parts[2].isdigit() else None
+            if entry is None:
+                self._answer(HTTPStatus.NOT_FOUND, b"no such account\n")
+            else:
+                self._answer(HTTPStatus.OK, entry, "application/json")
+        elif path in ("/healthz", "/ping"):
             self._answer(HTTPStatus.OK if path == "/healthz" else HTTPStatus.NO_CONTENT)
         elif path == "/query":
             self._query()
@@ -96,6 +130,21 @@ class Handler(BaseHTTPRequestHandler):
         if body.strip():
             self.store.append(run, body)
         self._answer(HTTPStatus.NO_CONTENT)
+
+    def do_PUT(self) -> None:
+        parts = urlsplit(self.path).path.strip("/").split("/")
+        if len(parts) != 2 or parts[0] != "accounts" or not RUN_NAME.match(parts[1]):
+            self._answer(HTTPStatus.NOT_FOUND, b"PUT /accounts/<name> only\n")
+            return
+        body = self._body()
+        if body is None:
+            return
+        try:
+            count = self.store.put_accounts(parts[1], body)
+        except (ValueError, TypeError):
+            self._answer(HTTPStatus.BAD_REQUEST, b"a JSON list of accounts\n")
+            return
+        self._answer(HTTPStatus.OK, f"{count} accounts\n".encode())
 
     def _query(self) -> None:
         self._answer(HTTPStatus.OK, b'{"results":[{"statement_id":0}]}', "application/json")

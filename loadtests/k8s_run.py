@@ -4,9 +4,12 @@
 
 Renders deploy/k8s/overlays/loadtest/users-<users> (`kubectl kustomize`), points its TestRun at
 the chosen service (items-api in items-<service>) and scenario, names it
-<service>-<scenario>-<users> and gives its samples a fresh name in the collector; then applies
-it, waits for k6-operator to finish the run, collects every runner's JSON summary (its log) and
-the raw samples (the collector's file), and merges them with loadtests/merge.py into
+<service>-<scenario>-<users> and gives its samples a fresh name in the collector. Then applies
+the namespace, scripts and collector, runs the seeding Job in the service's namespace
+(deploy/k8s/overlays/loadtest/seed-<service>: <users> accounts into the service's database, to
+the collector), applies the TestRun, waits for k6-operator to finish it, collects every
+runner's JSON summary (its log) and the raw samples (the collector's file), and merges them with
+loadtests/merge.py into
 reports/k8s/<name>-<stamp>/merged.md. Without a reachable cluster (or with --render) it writes
 the manifests it would apply and says so.
 """
@@ -55,11 +58,20 @@ def kubectl(*args: str, check: bool = True, timeout: float = 120) -> str:
     return done.stdout
 
 
-def render(users: str) -> list[dict[str, Any]]:
+def render(folder: str) -> list[dict[str, Any]]:
+    """A loadtest overlay (users-<n>, seed-<service>) as kubectl kustomize renders it."""
     if shutil.which("kubectl") is None:
         raise Unavailable("kubectl is not on PATH (https://kubernetes.io/docs/tasks/tools/)")
-    text = kubectl("kustomize", str(LOADTEST / f"users-{users}"))
+    text = kubectl("kustomize", str(LOADTEST / folder))
     return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def prepare_seed(docs: list[dict[str, Any]], users: str) -> dict[str, Any]:
+    """The seeding Job, writing as many accounts as the run has users. Returns it."""
+    [job] = [doc for doc in docs if doc["kind"] == "Job"]
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    command[command.index("--count") + 1] = users
+    return job
 
 
 def prepare(
@@ -81,6 +93,8 @@ def prepare(
     for item in spec["runner"]["env"]:
         if item["name"] == "BASE_URL":
             item["value"] = f"http://items-api.items-{service}.svc.cluster.local"
+        elif item["name"] == "ACCOUNTS_URL":
+            item["value"] = f"http://{COLLECTOR}:8086/accounts/{service}"
         elif item["name"] == "LABEL":
             item["value"] = f"{service} k8s"
     return run
@@ -153,28 +167,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dt%H%M%S")
     manifests = None
     try:
-        docs = render(options.users)
+        docs = render(f"users-{options.users}")
         run = prepare(docs, options.service, options.scenario, options.users, stamp)
+        seed_docs = render(f"seed-{options.service}")
+        prepare_seed(seed_docs, options.users)
         name = run["metadata"]["name"]
         folder = options.out / f"{name}-{stamp}"
         folder.mkdir(parents=True, exist_ok=True)
-        manifests = folder / "manifests.yaml"
-        manifests.write_text(yaml.safe_dump_all(docs, sort_keys=False), encoding="utf-8")
+        # Applied in this order: what the run needs (collector), the accounts, the run.
+        parts = {
+            "base": [doc for doc in docs if doc["kind"] != "TestRun"],
+            "seed": seed_docs,
+            "testrun": [run],
+        }
+        for part, part_docs in parts.items():
+            text = yaml.safe_dump_all(part_docs, sort_keys=False)
+            (folder / f"{part}.yaml").write_text(text, encoding="utf-8")
+        manifests = folder / "base.yaml"
         if options.render:
-            print(f"k8s-loadtest: wrote {manifests} (nothing applied)")
+            print(f"k8s-loadtest: wrote {folder}/{{base,seed,testrun}}.yaml (nothing applied)")
             return 0
         reachable()
     except Unavailable as exc:
-        written = f" The manifests it would apply: {manifests}." if manifests else ""
+        written = f" The manifests it would apply: {manifests.parent}." if manifests else ""
         print(f"k8s-loadtest: {exc}\nNothing was applied.{written}", file=sys.stderr)
         return 2
     if kubectl("-n", f"items-{options.service}", "get", "deployment/items-api", check=False) == "":
         print(f"k8s-loadtest: no items-api in items-{options.service}: apply its overlay first")
         return 2
+    service_namespace = f"items-{options.service}"
     kubectl("-n", NAMESPACE, "delete", "testrun", name, "--ignore-not-found", "--wait=true")
-    print(f"k8s-loadtest: applying {manifests}")
-    kubectl("apply", "-f", str(manifests))
+    print(f"k8s-loadtest: applying {folder / 'base.yaml'} (namespace, scripts, collector)")
+    kubectl("apply", "-f", str(folder / "base.yaml"))
     kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{COLLECTOR}", "--timeout=5m")
+    print(f"k8s-loadtest: seeding {options.users} accounts in {service_namespace}")
+    kubectl("-n", service_namespace, "delete", "job", "loadtest-seed", "--ignore-not-found")
+    kubectl("apply", "-f", str(folder / "seed.yaml"))
+    kubectl(
+        "-n", service_namespace, "wait", "--for=condition=complete", "job/loadtest-seed",
+        "--timeout=15m", timeout=960,
+    )  # fmt: skip
+    print(f"k8s-loadtest: applying {folder / 'testrun.yaml'}")
+    kubectl("apply", "-f", str(folder / "testrun.yaml"))
     expected = env_seconds(run, "PREP", 60) + 600  # window, start-up and grace: generous
     print(f"k8s-loadtest: {name} runs ({run['spec']['parallelism']} runners); waiting ...")
     stage = wait_for_stage(name, time.monotonic() + expected + 1800)

@@ -27,8 +27,21 @@ function json(body) {
   return { 'Content-Type': 'application/json' };
 }
 
-// This VU's account: {token, headers, items} from the ACCOUNTS pool, or a fresh one.
+// ACCOUNTS_URL: the same entries served one by one (the load-test collector, filled by
+// loadtests/seed.py in a cluster): VU n fetches <ACCOUNTS_URL>/n. n is exec.vu.idInTest, unique
+// across the runners of a distributed test, so every VU of every runner gets its own account.
+const ACCOUNTS_URL = String(__ENV.ACCOUNTS_URL || '').replace(/\/$/, '');
+
+// This VU's account: {token, headers, items} from the ACCOUNTS pool or ACCOUNTS_URL, or a fresh one.
 export function account(cfg, runId) {
+  if (ACCOUNTS_URL) {
+    const answer = http.get(`${ACCOUNTS_URL}/${exec.vu.idInTest}`, { tags: tags('prep', 'account') });
+    if (!check(answer, { 'account 200': (r) => r.status === 200 })) {
+      throw new Error(`account ${exec.vu.idInTest}: ${answer.status} ${String(answer.body).slice(0, 200)}`);
+    }
+    const entry = answer.json();
+    return { token: entry.token, headers: { Authorization: `Bearer ${entry.token}` }, items: [...entry.items] };
+  }
   if (POOL) {
     const entry = POOL[(exec.vu.idInTest - 1) % POOL.length];
     return { token: entry.token, headers: { Authorization: `Bearer ${entry.token}` }, items: [...entry.items] };

@@ -7,6 +7,8 @@
 //   DURATION      measured window, k6 duration syntax (default: the size's)
 //   PREP          seconds before the measured window for per-VU preparation (default: scaled)
 //   ACCOUNTS      JSON file of prepared accounts [{token, items}] (the runner writes one)
+//   ACCOUNTS_URL  the same, one entry per GET <url>/<n> (the collector in a cluster, fed by
+//                 loadtests/seed.py): VU n fetches entry n
 //   THINK         seconds of think time between iterations (default: the size's)
 //   SUMMARY_PATH  where handleSummary writes the JSON summary (default: none)
 //   SUMMARY_STDOUT=json  also print the JSON summary on stdout, on one line after SUMMARY_MARKER
@@ -41,8 +43,9 @@ export function settings(env = __ENV) {
   // Account creation hashes a password (argon2) twice per VU; give it time before measuring
   // (a quarter more than the spread of the registrations, when they are spread).
   // With a prepared ACCOUNTS pool there is nothing to wait for.
-  const spread = env.ACCOUNTS ? 0 : Number(env.REGISTER_SPREAD || 0);
-  const fallback = env.ACCOUNTS ? 2 : Math.max(5, spread > 0 ? Math.ceil(spread * 1.25) : Math.ceil(vus / 2));
+  const prepared = Boolean(env.ACCOUNTS || env.ACCOUNTS_URL);
+  const spread = prepared ? 0 : Number(env.REGISTER_SPREAD || 0);
+  const fallback = prepared ? 2 : Math.max(5, spread > 0 ? Math.ceil(spread * 1.25) : Math.ceil(vus / 2));
   const prep = env.PREP !== undefined ? Number(env.PREP) : fallback;
   const think = env.THINK !== undefined ? Number(env.THINK) : profile.think;
   return {

@@ -49,11 +49,13 @@ from deploy.manifests import (
     named_port,
     only_container,
     rendered,
+    rendered_text,
 )
 from harness import Row, Server
 
 merge = load("merge")
 collector = load("collector")
+k8s_run = load("k8s_run")
 
 
 def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -125,6 +127,9 @@ def test_core_objects_validate_strictly(tmp_path: Path) -> None:
         pods = [as_pod(load_run(size), part) for part in ("runner", "starter")]
         files.append(tmp_path / f"{size}.yaml")
         files[-1].write_text(yaml.safe_dump_all([*core, *pods]), encoding="utf-8")
+    for service in OVERLAYS:
+        files.append(tmp_path / f"seed-{service}.yaml")
+        files[-1].write_text(rendered_text(f"loadtest/seed-{service}"), encoding="utf-8")
     for version in ("1.32.0", "1.37.0"):
         result = run([tool, "--strict", "--quiet", "-k", version, *map(str, files)])
         assert result.returncode == 0, result.stdout + result.stderr
@@ -210,8 +215,9 @@ def test_parallelism_splits_the_users(size: str) -> None:
     assert vus // parallelism <= MAX_VUS_PER_RUNNER
     if size == "10000":
         assert parallelism == 10
-    # Registrations are spread, and the measured window opens only after they are done.
-    assert 0 < float(env["REGISTER_SPREAD"]) < float(env["PREP"])
+    # Accounts come from the collector (filled by the seeding Job), one GET per VU in PREP.
+    assert env["ACCOUNTS_URL"] == f"http://{COLLECTOR}:8086/accounts/flask"
+    assert "REGISTER_SPREAD" not in env and float(env["PREP"]) > 0
     assert env["SUMMARY_STDOUT"] == "json"
 
 
@@ -229,6 +235,52 @@ def test_runners_send_samples_to_the_collector(size: str) -> None:
     assert container["command"][:2] == ["python", "/loadtests/collector.py"]
     assert str(port) in container["command"]
     assert any(a.startswith("--system-tags=") for a in arguments(run_doc))
+
+
+@pytest.mark.parametrize("service", OVERLAYS)
+def test_seed_job_writes_accounts_for_the_collector(service: str) -> None:
+    docs = rendered(f"loadtest/seed-{service}")
+    namespace = f"items-{service}"
+    assert {d["metadata"]["namespace"] for d in docs} == {namespace}
+    job = find(docs, "Job", "loadtest-seed")
+    app = rendered(service)
+    migrate = only_container(find(app, "Job", "items-migrate"))
+    container = only_container(job)
+    assert container["image"] == migrate["image"] == f"{service}-service:1.0.0"
+    assert container["envFrom"] == migrate["envFrom"]  # the service's own ConfigMap and Secret
+    command = container["command"]
+    assert command[:2] == ["python", "/loadtests/seed.py"]
+    assert command[command.index("--package") + 1] == f"{service}_service"
+    assert int(command[command.index("--count") + 1]) >= max(int(size) for size in SIZES)
+    assert int(command[command.index("--items") + 1]) >= 10  # stream.js exports 10 per VU
+    collector_service = find(docs_for("100"), "Service", COLLECTOR)
+    post = command[command.index("--post") + 1]
+    assert post == (
+        f"http://{COLLECTOR}.{NAMESPACE}.svc.cluster.local:"
+        f"{collector_service['spec']['ports'][0]['port']}/accounts/{service}"
+    )
+    prepared = k8s_run.prepare(
+        [json.loads(json.dumps(d)) for d in docs_for("100")], service, "crud", "100", "t"
+    )
+    assert runner_env(prepared)["ACCOUNTS_URL"] == f"http://{COLLECTOR}:8086/accounts/{service}"
+    spec = job["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert mounted_files(
+        {"volumes": spec["volumes"], "volumeMounts": container["volumeMounts"]}
+    ) == {"/loadtests/seed.py": LOADTESTS / "seed.py"}
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    reach = _egress_ports(policies, job["spec"]["template"]["metadata"]["labels"])
+    assert reach == {"postgresql": {5432}, COLLECTOR: {8086}, "kube-dns": {53}}
+    ingress = find(docs, "NetworkPolicy", "postgresql-ingress-loadtest-seed")["spec"]
+    assert ingress["podSelector"]["matchLabels"] == {"app.kubernetes.io/component": "postgresql"}
+    seeds = find(docs_for("100"), "NetworkPolicy", "collector-ingress")["spec"]["ingress"][0]
+    seed_peer = seeds["from"][1]
+    assert namespace in seed_peer["namespaceSelector"]["matchExpressions"][0]["values"]
+    assert seed_peer["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/component": "loadtest-seed"
+    }
 
 
 def _egress_ports(policies: list[Doc], labels: dict[str, str]) -> dict[str, set[int]]:
@@ -272,9 +324,9 @@ def test_network_policies_let_runners_reach_both_apis_and_the_collector() -> Non
     )
     assert sorted(namespaces) == sorted(f"items-{o}" for o in OVERLAYS)
     collector_in = find(docs, "NetworkPolicy", "collector-ingress")["spec"]["ingress"]
-    assert collector_in[0]["from"] == [
-        {"podSelector": {"matchLabels": {"app": "k6", "runner": "true"}}}
-    ]
+    assert collector_in[0]["from"][0] == {
+        "podSelector": {"matchLabels": {"app": "k6", "runner": "true"}}
+    }
 
 
 def test_compose_k6_profile_mounts_the_scripts() -> None:
@@ -306,8 +358,9 @@ def test_compose_k6_profile_mounts_the_scripts() -> None:
 # --- a real run, split as k6-operator splits it -------------------------------------------------
 
 VUS, ITERATIONS = 4, 3
-# Per VU: register, login, 5 starting items (crud.js), then one request per iteration.
-EXPECTED_REQUESTS = VUS * (2 + 5 + ITERATIONS)
+# Per VU: its account from the collector (crud.js needs no more items: the seed gave 10), then
+# one request per iteration.
+EXPECTED_REQUESTS = VUS * (1 + ITERATIONS)
 
 
 @pytest.fixture(scope="module")
@@ -333,26 +386,57 @@ def sample_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
         server.server_close()
 
 
+def local_url(url: str, store_url: str) -> str:
+    """A cluster URL of the collector (any host form) pointed at the local one, same path."""
+    return re.sub(r"^http://[^/]+", store_url, url)
+
+
+def seed_accounts(server: Server, store_url: str) -> None:
+    """The seeding Job's command (seed-flask), run locally against the server's database."""
+    job = find(rendered("loadtest/seed-flask"), "Job", "loadtest-seed")
+    command = only_container(job)["command"]
+    argv = [sys.executable, str(LOADTESTS / "seed.py")]
+    for index, arg in enumerate(command[2:], 2):
+        previous = command[index - 1]
+        argv.append(
+            local_url(arg, store_url)
+            if previous == "--post"
+            else str(VUS)
+            if previous == "--count"
+            else arg
+        )
+    database = server.workdir / "var" / f"{server.row.package}.sqlite3"
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{database}",
+        "JWT_SECRET": server.jwt.secret,
+        "JWT_AUDIENCE": server.jwt.audience,
+        "JWT_ISSUER": server.jwt.issuer,
+    }
+    done = run(argv, env=env, cwd=server.row.folder)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"seed: {VUS} accounts" in done.stdout
+
+
 def start_runner(
     run_doc: Doc, base_url: str, store_url: str, db: str, instance: int, segment: list[str]
 ) -> subprocess.Popen[str]:
     """One runner as k6-operator starts it (TestRun arguments, runner env, execution segment,
     instance tag), pointed at the local service and collector, with a small fixed workload."""
-    env = {
-        **runner_env(run_doc),
-        "BASE_URL": base_url,
-        "VUS": str(VUS),
-        "ITERATIONS": str(ITERATIONS),
-        "PREP": "0",
-        "THINK": "0",
-        "REGISTER_SPREAD": "1",
-        "DURATION": "60s",
-    }
-    args = []
-    for arg in arguments(run_doc):
-        if arg.startswith("influxdb="):
-            arg = f"influxdb={store_url}/{db}"
-        args.append(arg)
+    env = runner_env(run_doc)
+    env.update(
+        BASE_URL=base_url,
+        ACCOUNTS_URL=local_url(env["ACCOUNTS_URL"], store_url),
+        VUS=str(VUS),
+        ITERATIONS=str(ITERATIONS),
+        PREP="0",
+        THINK="0",
+        DURATION="60s",
+    )
+    args = [
+        f"influxdb={store_url}/{db}" if arg.startswith("influxdb=") else arg
+        for arg in arguments(run_doc)
+    ]
     script = LOADTESTS / Path(run_doc["spec"]["script"]["localFile"]).name
     argv = [k6(), "run", "--quiet", *segment, *args, str(script), "--address", ""]
     argv += ["--tag", f"instance_id={instance}", "--tag", f"testrun_name={db}"]
@@ -383,13 +467,14 @@ def test_split_run_merges_to_the_unsplit_counts(
     run_doc = load_run("1000")  # parallelism 2: the runners' arguments for two segments
     assert run_doc["spec"]["parallelism"] == 2
     store_url, data = sample_store
+    seed_accounts(flask_server, store_url)
     base = flask_server.base_url
     whole = {1: start_runner(run_doc, base, store_url, "whole", 1, [])}
+    whole_summaries = finish(whole, data / "whole")
     split = {
         i: start_runner(run_doc, base, store_url, "split", i, segment_arguments(i, 2))
         for i in (1, 2)
     }
-    whole_summaries = finish(whole, data / "whole")
     split_summaries = finish(split, data / "split")
 
     merged = {}
@@ -402,7 +487,14 @@ def test_split_run_merges_to_the_unsplit_counts(
         assert values["http_reqs{phase:main}"]["count"] == VUS * ITERATIONS, name
         assert values["http_req_failed"]["passes"] == 0, name  # no request failed
         assert values["checks"]["rate"] == 1, name
-        assert values["vus_max"]["value"] == VUS, name
+    # Every VU of both runners got an account of its own: VU n took entry n (idInTest).
+    accounts = Counter(
+        s.tags["name"]
+        for s in merge.read_samples(data / "split" / "samples.lp")
+        if s.metric == "http_reqs" and "/accounts/" in s.tags.get("name", "")
+    )
+    assert sorted(accounts) == sorted(f"{store_url}/accounts/flask/{n}" for n in range(1, 5))
+    assert set(accounts.values()) == {1}
     # Each runner ran its half of the VUs; nothing was lost on the way to the collector.
     per_runner = Counter(
         s.tags["instance_id"]
@@ -431,8 +523,6 @@ def test_split_run_merges_to_the_unsplit_counts(
 
 # --- make k8s-loadtest --------------------------------------------------------------------------
 
-k8s_run = load("k8s_run")
-
 
 @pytest.mark.parametrize("service", OVERLAYS)
 def test_k8s_run_points_the_testrun_at_a_service(service: str) -> None:
@@ -460,6 +550,17 @@ def test_k8s_run_without_a_cluster_applies_nothing(tmp_path: Path) -> None:
     assert "no cluster reachable" in done.stderr and "Nothing was applied" in done.stderr
     done = run([sys.executable, script, "--users", "1000", "--render", *out], env=env)
     assert done.returncode == 0, done.stderr
-    [written] = tmp_path.glob("flask-crud-1000-*/manifests.yaml")
-    kinds = [d["kind"] for d in yaml.safe_load_all(written.read_text(encoding="utf-8")) if d]
-    assert "TestRun" in kinds and "Deployment" in kinds
+    [folder] = tmp_path.glob("flask-crud-1000-*/")
+    kinds = {
+        part: [d["kind"] for d in yaml.safe_load_all((folder / f"{part}.yaml").read_text()) if d]
+        for part in ("base", "seed", "testrun")
+    }
+    assert kinds["testrun"] == ["TestRun"] and "Deployment" in kinds["base"]
+    assert "Job" in kinds["seed"]
+    seed_job = next(
+        d
+        for d in yaml.safe_load_all((folder / "seed.yaml").read_text())
+        if d and d["kind"] == "Job"
+    )
+    command = seed_job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--count") + 1] == "1000"

@@ -86,8 +86,9 @@ def workloads(docs: list[Doc]) -> list[Doc]:
 def rendered_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("rendered")
     files = {}
-    # The loadtest overlays differ only in their TestRun (no schema: test_loadtest checks it).
-    for overlay in (*OVERLAYS, "loadtest/users-10000"):
+    # The loadtest overlays differ only in their TestRun (no schema: test_loadtest checks it);
+    # the two seed overlays differ only in image and names.
+    for overlay in (*OVERLAYS, "loadtest/users-10000", "loadtest/seed-flask"):
         files[overlay] = folder / f"{overlay.replace('/', '-')}.yaml"
         files[overlay].write_text(rendered_text(overlay), encoding="utf-8")
     return files
