@@ -10,9 +10,10 @@ the service's own image runs this file from the load-test ConfigMap:
     python seed.py --package flask_service --count 10000 --items 10 \\
         --post http://loadtest-collector.items-loadtest:8086/accounts/flask
 
-with the service's environment (DATABASE_URL, JWT_SECRET, JWT_AUDIENCE, JWT_ISSUER), and hands
-the accounts ([{token, items}], entry n-1 for VU n) to the collector, from which each k6 VU
-fetches its own (ACCOUNTS_URL). Needs only what the service image has: SQLAlchemy with the
+with the service's environment, read by the service's own Settings (DATABASE_URL through its
+db.database_url, JWT_SECRET / JWT_AUDIENCE / JWT_ISSUER), and hands the accounts
+([{token, items}], entry n-1 for VU n) to the collector, from which each k6 VU fetches its own
+(ACCOUNTS_URL). Needs only what the service image has: SQLAlchemy with the
 service's driver (psycopg or asyncpg), PyJWT, pwdlib.
 """
 
@@ -22,9 +23,7 @@ import argparse
 import asyncio
 import datetime as dt
 import importlib
-import importlib.util
 import json
-import os
 import sys
 import time
 import urllib.request
@@ -52,15 +51,6 @@ class Jwt:
     audience: str = "items-api"
     issuer: str = "items-service"
     algorithm: str = "HS256"
-
-    @classmethod
-    def from_environment(cls, environ: dict[str, str] | os._Environ[str] = os.environ) -> Jwt:
-        """The service's own variables (contract/README.md Configuration) and defaults."""
-        return cls(
-            secret=environ["JWT_SECRET"],
-            audience=environ.get("JWT_AUDIENCE", cls.audience),
-            issuer=environ.get("JWT_ISSUER", cls.issuer),
-        )
 
 
 def seed_rows(
@@ -120,18 +110,22 @@ def accounts_of(
     return [{"token": access_token(jwt, str(u["id"]), ttl), "items": owned[u["id"]]} for u in users]
 
 
-def engine_url(database_url: str) -> tuple[str, bool]:
-    """The SQLAlchemy URL for a service's DATABASE_URL with a driver its image has, and whether
-    it is asynchronous (the FastAPI image has asyncpg and no psycopg)."""
-    scheme, rest = database_url.split("://", 1)
-    if scheme.startswith("sqlite"):
-        return f"sqlite+pysqlite://{rest}", False
-    if importlib.util.find_spec("psycopg") is not None:
-        return f"postgresql+psycopg://{rest}", False
-    return f"postgresql+asyncpg://{rest}", True
+def service_settings(package: str) -> Any:
+    """The service's own Settings, read from the environment as the service reads it."""
+    settings_class = importlib.import_module(f"{package}.settings").Settings
+    return settings_class.from_env() if hasattr(settings_class, "from_env") else settings_class()
 
 
-def insert_rows(package: str, database_url: str, users: list[dict], items: list[dict]) -> None:
+def engine_url(package: str, settings: Any) -> tuple[str, bool]:
+    """The service's own SQLAlchemy URL (its drivers: psycopg / pysqlite for Flask, asyncpg /
+    aiosqlite for FastAPI, the only ones its image has), and whether it is asynchronous."""
+    url = str(importlib.import_module(f"{package}.db").database_url(settings))
+    return url, "+asyncpg" in url or "+aiosqlite" in url
+
+
+def insert_rows(
+    package: str, url: str, is_async: bool, users: list[dict], items: list[dict]
+) -> None:
     """One transaction through the service's models, 1,000 rows a statement."""
     from sqlalchemy import Connection, create_engine, insert
     from sqlalchemy.ext.asyncio import create_async_engine
@@ -143,7 +137,6 @@ def insert_rows(package: str, database_url: str, users: list[dict], items: list[
             for start in range(0, len(rows), 1000):
                 connection.execute(insert(model), rows[start : start + 1000])
 
-    url, is_async = engine_url(database_url)
     if not is_async:
         engine = create_engine(url)
         with engine.begin() as connection:
@@ -183,7 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pwdlib import PasswordHash
 
     models = importlib.import_module(f"{options.package}.models")
-    jwt = Jwt.from_environment()
+    settings = service_settings(options.package)
+    secret = settings.jwt_secret  # FastAPI keeps it as a pydantic SecretStr
+    secret = secret.get_secret_value() if hasattr(secret, "get_secret_value") else str(secret)
+    jwt = Jwt(secret, settings.jwt_audience, settings.jwt_issuer)
     began = time.monotonic()
     users, items = seed_rows(
         options.count,
@@ -193,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dt.datetime.now(dt.UTC),
         PasswordHash.recommended().hash(PASSWORD),
     )
-    insert_rows(options.package, os.environ["DATABASE_URL"], users, items)
+    insert_rows(options.package, *engine_url(options.package, settings), users, items)
     accounts = accounts_of(users, items, jwt, options.ttl)
     if options.post:
         post(options.post, accounts)

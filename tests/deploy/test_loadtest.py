@@ -16,6 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import jwt as pyjwt
+import psycopg
 import pytest
 import yaml
 from loadtests.support import k6_binary, load
@@ -51,7 +54,8 @@ from deploy.manifests import (
     rendered,
     rendered_text,
 )
-from harness import Row, Server
+from deploy.test_processes import Backends, unavailable
+from harness import SERVICE_VARIABLES, Row, Server, _libpq, create_database, drop_database
 
 merge = load("merge")
 collector = load("collector")
@@ -393,18 +397,7 @@ def local_url(url: str, store_url: str) -> str:
 
 def seed_accounts(server: Server, store_url: str) -> None:
     """The seeding Job's command (seed-flask), run locally against the server's database."""
-    job = find(rendered("loadtest/seed-flask"), "Job", "loadtest-seed")
-    command = only_container(job)["command"]
-    argv = [sys.executable, str(LOADTESTS / "seed.py")]
-    for index, arg in enumerate(command[2:], 2):
-        previous = command[index - 1]
-        argv.append(
-            local_url(arg, store_url)
-            if previous == "--post"
-            else str(VUS)
-            if previous == "--count"
-            else arg
-        )
+    argv = seed_command("flask", store_url, VUS)
     database = server.workdir / "var" / f"{server.row.package}.sqlite3"
     env = {
         **os.environ,
@@ -416,6 +409,69 @@ def seed_accounts(server: Server, store_url: str) -> None:
     done = run(argv, env=env, cwd=server.row.folder)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"seed: {VUS} accounts" in done.stdout
+
+
+def seed_command(service: str, store_url: str, count: int) -> list[str]:
+    """The seeding Job's command (seed-<service>) for this machine: the script from loadtests/,
+    the local collector, `count` accounts."""
+    job = find(rendered(f"loadtest/seed-{service}"), "Job", "loadtest-seed")
+    command = only_container(job)["command"]
+    assert command[:2] == ["python", "/loadtests/seed.py"]
+    argv = [sys.executable, str(LOADTESTS / "seed.py")]
+    for index, arg in enumerate(command[2:], 2):
+        previous = command[index - 1]
+        argv.append(
+            local_url(arg, store_url)
+            if previous == "--post"
+            else str(count)
+            if previous == "--count"
+            else arg
+        )
+    return argv
+
+
+@pytest.mark.parametrize("service", OVERLAYS)
+def test_seed_job_command_on_postgresql(
+    service: str, backends: Backends, sample_store: tuple[str, Path], tmp_path: Path
+) -> None:
+    """Each service's seed command on PostgreSQL, through the service's own driver (psycopg for
+    Flask; asyncpg for FastAPI, whose image has no psycopg): rows, and tokens for those users."""
+    admin_url = backends.postgres()
+    if admin_url is None:
+        unavailable(f"no PostgreSQL: {backends.missing_postgres}")
+    assert admin_url is not None
+    store_url, _data = sample_store
+    database_url = create_database(admin_url, f"seed_{service}")
+    try:
+        env = {
+            **{k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES},
+            "DATABASE_URL": database_url,
+            "JWT_SECRET": "s" * 40,
+            "VAR_DIR": str(tmp_path),
+        }
+        package = f"{service}_service"
+        migrated = run([sys.executable, "-m", f"{package}.migrate"], env=env)
+        assert migrated.returncode == 0, migrated.stderr
+        done = run(seed_command(service, store_url, 7), env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        with httpx.Client(base_url=store_url) as client:
+            accounts = [client.get(f"/accounts/{service}/{n}") for n in range(1, 9)]
+        assert [a.status_code for a in accounts] == [200] * 7 + [404]
+        with psycopg.connect(_libpq(database_url)) as connection:
+            users = {str(r[0]) for r in connection.execute("SELECT id FROM users").fetchall()}
+            items = connection.execute("SELECT owner_id, id FROM items").fetchall()
+        assert len(users) == 7 and len(items) == 7 * 10
+        for answer in accounts[:7]:
+            entry = answer.json()
+            claims = pyjwt.decode(
+                entry["token"], "s" * 40, algorithms=["HS256"], audience="items-api"
+            )
+            assert claims["sub"] in users and claims["iss"] == "items-service"
+            assert sorted(entry["items"]) == sorted(
+                str(item) for owner, item in items if str(owner) == claims["sub"]
+            )
+    finally:
+        drop_database(admin_url, database_url)
 
 
 def start_runner(
