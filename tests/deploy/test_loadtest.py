@@ -55,6 +55,7 @@ from deploy.manifests import (
     rendered_text,
 )
 from deploy.test_processes import Backends, unavailable
+from deploy.test_static import connection_budget
 from harness import SERVICE_VARIABLES, Row, Server, _libpq, create_database, drop_database
 
 merge = load("merge")
@@ -620,3 +621,17 @@ def test_k8s_run_without_a_cluster_applies_nothing(tmp_path: Path) -> None:
     )
     command = seed_job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert command[command.index("--count") + 1] == "1000"
+
+
+@pytest.mark.parametrize("service", OVERLAYS)
+def test_seed_job_fits_the_connection_budget(service: str) -> None:
+    """The seeding Job holds one PostgreSQL connection, like the migration Job: at the largest
+    size (HPA maximum + surge) both together still fit (deploy/README.md, Connection budget)."""
+    budget = connection_budget(service)
+    job = find(rendered(f"loadtest/seed-{service}"), "Job", "loadtest-seed")
+    assert job["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["configMapRef"] == {
+        "name": "items-config"
+    }
+    assert budget["at_max"] + 1 <= budget["usable"], budget
+    readme = " ".join((DEPLOY / "README.md").read_text(encoding="utf-8").split())
+    assert "The seeding Job holds one connection" in readme
