@@ -74,7 +74,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check --config tests/ruff.toml loadtests || status=1; \
 	$(BIN)/ruff format --check --config tests/ruff.toml loadtests || status=1; \
 	(cd loadtests && MYPYPATH=../tests ../$(BIN)/mypy --config-file ../tests/mypy.ini runner.py report.py \
-		merge.py collector.py k8s_run.py bare) \
+		merge.py collector.py k8s_run.py seed.py bare) \
 		|| status=1; \
 	exit $$status
 
