@@ -50,6 +50,8 @@ BUILTIN_TYPES = {
     "vus_max": "gauge",
 }
 INSTANCE_TAG = "instance_id"
+# The scenarios' own latencies (loadtests/stream.js, jobs.js), reported beside the requests'.
+SCENARIO_TRENDS = ("export_ttfb", "export_duration", "sse_ttfb", "sse_duration", "job_latency")
 # loadtests/lib/summary.js prints the JSON summary on the line after this one (SUMMARY_STDOUT=json).
 SUMMARY_MARKER = "--- k6 summary json ---"
 
@@ -381,11 +383,9 @@ def render(merged: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for key, entry in metrics.items():
-        if entry["type"] != "trend" or not (
-            "{phase:main" in key or key.endswith(("_ttfb", "_duration", "_latency"))
-        ):
-            continue
-        if key.startswith("http_req_") and not key.startswith("http_req_duration"):
+        name, tags = parse_selector(key)
+        measured = tags.get("phase") == "main" and name == "http_req_duration"
+        if entry["type"] != "trend" or not (measured or name in SCENARIO_TRENDS):
             continue
         v = entry["values"]
         lines.append(
