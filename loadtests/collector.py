@@ -44,7 +44,10 @@ class Store:
         self.accounts: dict[str, list[bytes]] = {}
 
     def put_accounts(self, name: str, body: bytes) -> int:
-        entries = [json.dumps(entry).encode() for entry in json.loads(body)]
+        parsed = json.loads(body)
+        if not isinstance(parsed, list):
+            raise ValueError("a JSON list of accounts")
+        entries = [json.dumps(entry).encode() for entry in parsed]
         folder = self.root / "accounts"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{name}.json").write_bytes(body)
