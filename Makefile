@@ -10,7 +10,7 @@ SERVICE_DIRS := flask_service fastapi_service
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help env compare conformance test lint unit suite deploy-check bench up clean
+.PHONY: help env compare conformance test lint unit suite deploy-check bench k8s-loadtest k6-merge up clean
 
 help:
 	@echo "make compare  run the shared suite against both services, print the Flask/FastAPI table"
@@ -22,6 +22,10 @@ help:
 	@echo "make conformance  the conformance suite, deep budget; writes reports/conformance.md + JUnit"
 	@echo "make deploy-check  Dockerfiles, compose, Kubernetes manifests: validate, lint, run each command"
 	@echo "make bench    k6 load tests on both services + bare apps (USERS=100|1000|10000, REPEAT, DURATION, SCENARIOS): reports/compare.md"
+	@echo "make k8s-loadtest SERVICE=flask|fastapi USERS=100|1000|10000 [SCENARIO=crud|stream|jobs]"
+	@echo "             distributed k6 run on the current kubectl cluster (k6-operator), collected and"
+	@echo "             merged into reports/k8s/<run>/merged.md; says so and applies nothing without a cluster"
+	@echo "make k6-merge RUN=dir  merge k6 runners' samples (*.lp) and summaries (summary-<n>.json) in dir"
 	@echo "make up       both services and their workers: Flask :8001, FastAPI :8002 (Ctrl-C stops)"
 	@echo "make clean    remove the venv, reports and caches"
 
@@ -69,7 +73,8 @@ lint: $(STAMP)
 	echo "== loadtests: ruff check, ruff format --check, mypy"; \
 	$(BIN)/ruff check --config tests/ruff.toml loadtests || status=1; \
 	$(BIN)/ruff format --check --config tests/ruff.toml loadtests || status=1; \
-	(cd loadtests && MYPYPATH=../tests ../$(BIN)/mypy --config-file ../tests/mypy.ini runner.py report.py bare) \
+	(cd loadtests && MYPYPATH=../tests ../$(BIN)/mypy --config-file ../tests/mypy.ini runner.py report.py \
+		merge.py collector.py k8s_run.py seed.py bare) \
 		|| status=1; \
 	exit $$status
 
@@ -88,6 +93,20 @@ USERS ?= 100
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python loadtests/runner.py --users $(USERS) $(BENCH_ARGS)
+
+# Distributed load test on the cluster kubectl points at (k6-operator installed, the service's
+# overlay applied): renders deploy/k8s/overlays/loadtest/users-$(USERS) for $(SERVICE), applies it,
+# waits, collects the runners' summaries and samples, merges them (deploy/README.md).
+SERVICE ?= flask
+SCENARIO ?= crud
+k8s-loadtest: $(STAMP)
+	$(BIN)/python loadtests/k8s_run.py --service $(SERVICE) --users $(USERS) --scenario $(SCENARIO)
+
+# Merge the outputs of k6 runners collected by hand (RUN=reports/k8s/<run>): merged.json + merged.md.
+RUN ?=
+k6-merge: $(STAMP)
+	@test -n "$(RUN)" || { echo "make k6-merge RUN=<folder with *.lp and summary-<n>.json>"; exit 2; }
+	$(BIN)/python loadtests/merge.py $(RUN)
 
 # Dockerfiles, compose and the Kubernetes manifests: rendered, validated, linted, and every
 # container command run as a local process. The tools (checkov, kubernetes-validate, hadolint)

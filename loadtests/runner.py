@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 sys.path.insert(0, str(HERE))
 
 import report  # noqa: E402
+from seed import access_token, seed_rows  # noqa: E402 - the account writer, shared with k8s
 
 import harness  # noqa: E402 - the shared suite's process helpers, by import
 
@@ -344,48 +345,6 @@ class BareServer:
 
 # Starting data per VU for each scenario (items written with the accounts).
 SEED_ITEMS = {"crud": 5, "stream": 10, "jobs": 0}
-
-
-def seed_rows(
-    count: int, items_per_user: int, tag: str, new_id: Any, now: dt.datetime, password_hash: str
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """User and item rows for `count` accounts with `items_per_user` items each."""
-    users, items = [], []
-    for number in range(count):
-        user_id = new_id()
-        users.append(
-            {
-                "id": user_id,
-                "email": f"lt-{tag}-{number}@example.com",
-                "password_hash": password_hash,
-                "full_name": "",
-                "created_at": now,
-            }
-        )
-        for index in range(items_per_user):
-            items.append(
-                {
-                    "id": new_id(),
-                    "owner_id": user_id,
-                    "name": f"seed {index}",
-                    "description": "written by the load-test runner",
-                    "price": float(index) + 0.5,
-                    "tags": ["load", "odd" if index % 2 else "even"],
-                    "created_at": now,
-                    "updated_at": now,
-                    "version": 1,
-                }
-            )
-    return users, items
-
-
-def access_token(jwt: harness.JwtConfig, subject: str, ttl: int = 86400) -> str:
-    """A token as the server signs it (security.create_access_token's claims)."""
-    import jwt as pyjwt
-
-    now = int(time.time())
-    claims = {"sub": subject, "aud": jwt.audience, "iss": jwt.issuer, "iat": now, "exp": now + ttl}
-    return pyjwt.encode(claims, jwt.secret, algorithm=jwt.algorithm)
 
 
 class Seeder:

@@ -27,8 +27,21 @@ function json(body) {
   return { 'Content-Type': 'application/json' };
 }
 
-// This VU's account: {token, headers, items} from the ACCOUNTS pool, or a fresh one.
+// ACCOUNTS_URL: the same entries served one by one (the load-test collector, filled by
+// loadtests/seed.py in a cluster): VU n fetches <ACCOUNTS_URL>/n. n is exec.vu.idInTest, unique
+// across the runners of a distributed test, so every VU of every runner gets its own account.
+const ACCOUNTS_URL = String(__ENV.ACCOUNTS_URL || '').replace(/\/$/, '');
+
+// This VU's account: {token, headers, items} from the ACCOUNTS pool or ACCOUNTS_URL, or a fresh one.
 export function account(cfg, runId) {
+  if (ACCOUNTS_URL) {
+    const answer = http.get(`${ACCOUNTS_URL}/${exec.vu.idInTest}`, { tags: tags('prep', 'account') });
+    if (!check(answer, { 'account 200': (r) => r.status === 200 })) {
+      throw new Error(`account ${exec.vu.idInTest}: ${answer.status} ${String(answer.body).slice(0, 200)}`);
+    }
+    const entry = answer.json();
+    return { token: entry.token, headers: { Authorization: `Bearer ${entry.token}` }, items: [...entry.items] };
+  }
   if (POOL) {
     const entry = POOL[(exec.vu.idInTest - 1) % POOL.length];
     return { token: entry.token, headers: { Authorization: `Bearer ${entry.token}` }, items: [...entry.items] };
@@ -38,8 +51,13 @@ export function account(cfg, runId) {
 
 // A fresh account and its token for this VU. Two argon2 computations on the server (register,
 // login): done once per VU, before the measured window.
+// With REGISTER_SPREAD the VUs register one after the other over that many seconds, in the
+// order of their test-wide number (exec.vu.idInTest is unique across k6-operator runners: each
+// runner's execution segment gets its own share of the numbers), so N runners together still
+// offer one even ramp.
 export function newAccount(cfg, runId) {
   const vu = exec.vu.idInTest;
+  if (cfg.spread > 0) sleep(((vu - 1) / cfg.vus) * cfg.spread);
   const email = `lt-${runId}-${vu}-${Math.floor(Math.random() * 1e9)}@example.com`;
   const created = http.post(
     `${cfg.baseUrl}${API}/users`,

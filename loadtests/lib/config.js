@@ -7,8 +7,17 @@
 //   DURATION      measured window, k6 duration syntax (default: the size's)
 //   PREP          seconds before the measured window for per-VU preparation (default: scaled)
 //   ACCOUNTS      JSON file of prepared accounts [{token, items}] (the runner writes one)
+//   ACCOUNTS_URL  the same, one entry per GET <url>/<n> (the collector in a cluster, fed by
+//                 loadtests/seed.py): VU n fetches entry n
 //   THINK         seconds of think time between iterations (default: the size's)
 //   SUMMARY_PATH  where handleSummary writes the JSON summary (default: none)
+//   SUMMARY_STDOUT=json  also print the JSON summary on stdout, on one line after SUMMARY_MARKER
+//                 (a k6-operator runner keeps no file: its log is collected instead)
+//   REGISTER_SPREAD  seconds over which VUs without ACCOUNTS spread their registrations (VU n of
+//                 N starts at (n-1)/N of it; default 0: all at once). With 10,000 VUs the two
+//                 argon2 hashes per VU would otherwise arrive in one burst.
+//   ITERATIONS    a fixed amount of work instead of a window: every VU runs this many
+//                 iterations (per-vu-iterations), e.g. to compare a split run with an unsplit one
 //   LABEL         free text copied into the summary (service, run number...)
 
 export const SIZES = {
@@ -31,12 +40,18 @@ export function settings(env = __ENV) {
   if (!profile) throw new Error(`SIZE: unknown ${size}; choose from ${Object.keys(SIZES)}`);
   const vus = Number(env.VUS || profile.vus);
   const duration = durationSeconds(env.DURATION || profile.duration);
-  // Account creation hashes a password (argon2) twice per VU; give it time before measuring.
+  // Account creation hashes a password (argon2) twice per VU; give it time before measuring
+  // (a quarter more than the spread of the registrations, when they are spread).
   // With a prepared ACCOUNTS pool there is nothing to wait for.
-  const fallback = env.ACCOUNTS ? 2 : Math.max(5, Math.ceil(vus / 2));
+  const prepared = Boolean(env.ACCOUNTS || env.ACCOUNTS_URL);
+  const spread = prepared ? 0 : Number(env.REGISTER_SPREAD || 0);
+  const fallback = prepared ? 2 : Math.max(5, spread > 0 ? Math.ceil(spread * 1.25) : Math.ceil(vus / 2));
   const prep = env.PREP !== undefined ? Number(env.PREP) : fallback;
   const think = env.THINK !== undefined ? Number(env.THINK) : profile.think;
   return {
+    spread,
+    iterations: Number(env.ITERATIONS || 0),
+    summaryStdout: env.SUMMARY_STDOUT || '',
     size,
     vus,
     duration,
@@ -69,14 +84,12 @@ export function options(cfg, ops, extra = {}, { overall = true } = {}) {
     thresholds[`http_req_duration{phase:main,op:${op}}`] = [`p(95)<${cfg.p95}`, `p(99)<${cfg.p99}`];
   }
   Object.assign(thresholds, extra);
+  const main = cfg.iterations
+    ? { executor: 'per-vu-iterations', vus: cfg.vus, iterations: cfg.iterations, maxDuration: `${cfg.prep + cfg.duration}s` }
+    : { executor: 'constant-vus', vus: cfg.vus, duration: `${cfg.prep + cfg.duration}s` };
   return {
     scenarios: {
-      main: {
-        executor: 'constant-vus',
-        vus: cfg.vus,
-        duration: `${cfg.prep + cfg.duration}s`,
-        gracefulStop: String(__ENV.GRACEFUL_STOP || '10s'),
-      },
+      main: { ...main, gracefulStop: String(__ENV.GRACEFUL_STOP || '10s') },
     },
     setupTimeout: '120s',
     teardownTimeout: '60s',

@@ -1,4 +1,8 @@
 // handleSummary: the whole k6 summary as JSON (to SUMMARY_PATH) plus a few lines on stdout.
+// With SUMMARY_STDOUT=json the JSON also goes to stdout, on the line after SUMMARY_MARKER
+// (loadtests/k8s_run.py reads it from a runner pod's log; loadtests/merge.py combines them).
+export const SUMMARY_MARKER = '--- k6 summary json ---';
+
 export function makeSummary(scenario, cfg) {
   return function handleSummary(data) {
     data.loadtest = {
@@ -11,7 +15,9 @@ export function makeSummary(scenario, cfg) {
       base_url: cfg.baseUrl,
       label: cfg.label,
     };
-    const out = { stdout: `${brief(scenario, cfg, data)}\n` };
+    let stdout = `${brief(scenario, cfg, data)}\n`;
+    if (cfg.summaryStdout === 'json') stdout += `${SUMMARY_MARKER}\n${JSON.stringify(data)}\n`;
+    const out = { stdout };
     if (cfg.summaryPath) out[cfg.summaryPath] = JSON.stringify(data, null, 1);
     return out;
   };

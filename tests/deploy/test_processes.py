@@ -160,10 +160,12 @@ def _redis(commands: list[str], timeout: float = 2.0) -> list[bytes]:
 
 
 def free_redis_database() -> int | None:
-    """A database number 1..15 that holds no key now (others' runs use theirs), or None."""
+    """A database number 1..15 that holds no key now (others' runs use theirs), or None; only
+    among TEST_REDIS_DBS when set (as the suite's own rows, tests/conftest.py)."""
     if not redis_answers():
         return None
-    for number in random.sample(range(1, 16), 15):
+    chosen = [int(n) for n in os.environ.get("TEST_REDIS_DBS", "").split(",") if n.strip()]
+    for number in chosen or random.sample(range(1, 16), 15):
         if _redis([f"SELECT {number}", "DBSIZE"])[1] == b":0":
             return number
     return None
