@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 import compare_report
-from apiclient import Api, BrokerOutage, Bulk, Configured, User
+from apiclient import Api, BrokerOutage, Bulk, Configured, RateLimited, User
 from harness import (
     DEFAULT_ADMIN_URL,
     PrivateRedis,
@@ -213,6 +213,10 @@ CONFIGURED = {
     "MAX_BODY_BYTES": "4096",
     "JWT_AUDIENCE": "suite-audience",
     "JWT_ISSUER": "suite-issuer",
+    # Switched off, with limits every test would reach: nothing may answer 429.
+    "RATE_LIMIT_ENABLED": "false",
+    "RATE_LIMIT_LOGIN_PER_IP": "1/minute",
+    "RATE_LIMIT_WRITES_PER_IP": "1/minute",
 }
 
 
@@ -353,3 +357,103 @@ def bulk(row: Row, backends: Backends, tmp_path_factory: pytest.TempPathFactory)
     if crashes:
         shown = "\n".join(crashes[:5])
         pytest.fail(f"{row.id} (bulk) logged {len(crashes)} error line(s):\n{shown}")
+
+
+# Low limits for tests/behaviour/test_rate_limits.py; the rows themselves run with limits far
+# above what the suite sends (harness.ROW_SETTINGS).
+RATE_LIMITS = {
+    "RATE_LIMIT_ENABLED": "true",
+    "RATE_LIMIT_LOGIN": "3/minute",
+    "RATE_LIMIT_LOGIN_PER_IP": "5/minute",
+    "RATE_LIMIT_WRITES": "3/minute",
+    "RATE_LIMIT_WRITES_PER_IP": "5/minute",
+}
+
+
+@pytest.fixture(scope="module")
+def rate_limited(
+    row: Row, backends: Backends, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RateLimited]:
+    """A server of the row's service (no worker) with RATE_LIMITS.
+
+    postgresql rows: two worker processes sharing their counters in Redis (a database number of
+    the run's own). sqlite rows: no Redis, so each process counts alone; one process, so that the
+    limits are exact there too.
+    """
+    database_url = admin_url = None
+    redis_url = None
+    settings = dict(RATE_LIMITS)
+    if row.backend == "postgresql":
+        admin_url = backends.postgres()
+        if admin_url is None:
+            _unavailable(backends.missing_postgres)
+        assert admin_url is not None
+        redis_url = backends.redis_for(row)
+        if redis_url is None:
+            _unavailable("Redis does not answer: the shared rate limit counters need it")
+        database_url = create_database(admin_url, f"suite_{row.service}_limits")
+        settings["WEB_CONCURRENCY"] = "2"
+    else:
+        settings["WEB_CONCURRENCY"] = "1"
+    workdir = tmp_path_factory.mktemp(f"{row.id}-rate-limited")
+    srv = Server(row, workdir, database_url, redis_url, settings=settings, worker=False)
+    try:
+        if database_url:
+            srv.migrate()
+        srv.start()
+    except ServerFailed as exc:
+        srv.stop()
+        if database_url and admin_url:
+            drop_database(admin_url, database_url)
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield RateLimited(
+            srv.base_url,
+            srv.jwt,
+            dict(RATE_LIMITS),
+            int(settings["WEB_CONCURRENCY"]),
+            redis_url is not None,
+            srv.connection_owner,
+            srv.log_lines,
+        )
+    finally:
+        srv.stop()
+        if database_url and admin_url:
+            drop_database(admin_url, database_url)
+    crashes = srv.logged_errors()
+    if crashes:
+        shown = "\n".join(crashes[:5])
+        pytest.fail(f"{row.id} (rate limited) logged {len(crashes)} error line(s):\n{shown}")
+
+
+@pytest.fixture(scope="module")
+def rate_limited_without_redis(
+    row: Row, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RateLimited]:
+    """sqlite rows: a server (one process, no worker) with RATE_LIMITS and a REDIS_URL on a port
+    nobody listens on. postgresql rows skip: the case does not depend on the database."""
+    if row.backend != "sqlite":
+        pytest.skip("the limiter's Redis outage is checked on the sqlite rows")
+    settings = {**RATE_LIMITS, "WEB_CONCURRENCY": "1"}
+    redis_url = f"redis://127.0.0.1:{free_port()}/1"
+    workdir = tmp_path_factory.mktemp(f"{row.id}-rate-limited-no-redis")
+    srv = Server(
+        row, workdir, None, redis_url, settings=settings, ready_path="/healthz", worker=False
+    )
+    try:
+        srv.start()
+    except ServerFailed as exc:
+        srv.stop()
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield RateLimited(
+            srv.base_url, srv.jwt, dict(RATE_LIMITS), 1, False, srv.connection_owner, srv.log_lines
+        )
+    finally:
+        srv.stop()
+    crashes = srv.logged_errors()
+    if crashes:
+        shown = "\n".join(crashes[:5])
+        pytest.fail(
+            f"{row.id} (rate limits, Redis down) logged {len(crashes)} error line(s):\n{shown}"
+        )
