@@ -6,10 +6,13 @@ service, on PostgreSQL when DATABASE_URL names a server and on embedded SQLite o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -165,18 +168,64 @@ def server(
         pytest.fail(f"{row.id} logged {len(crashes)} error line(s):\n{shown}", pytrace=False)
 
 
+# No response may carry a secret (contract/README.md, "Auth"): keys that name one, a password
+# hash, or the server's JWT secret. Checked on every JSON body the row's client reads.
+SECRET_KEY = re.compile(r"pass(word)?|secret|hash|salt|private", re.IGNORECASE)
+
+
+def secret_leaks(value: Any, secret: str, path: str = "$") -> list[str]:
+    """Where `value` (a parsed JSON body) names or holds a secret."""
+    if isinstance(value, dict):
+        found = [f"{path}.{key}" for key in value if SECRET_KEY.search(str(key))]
+        for key, item in value.items():
+            found += secret_leaks(item, secret, f"{path}.{key}")
+        return found
+    if isinstance(value, list):
+        return [
+            leak
+            for i, item in enumerate(value)
+            for leak in secret_leaks(item, secret, f"{path}.{i}")
+        ]
+    if isinstance(value, str) and ("$argon2" in value or secret in value):
+        return [f"{path} (value)"]
+    return []
+
+
+def _refuse_secrets(secret: str) -> Callable[[httpx.Response], None]:
+    def check(response: httpx.Response) -> None:
+        media_type = response.headers.get("content-type", "").split(";")[0].strip()
+        if media_type not in {"application/json", "application/problem+json"}:
+            return  # streams are read by their tests (test_auth_hardening walks them too)
+        response.read()
+        if secret in response.text or "$argon2" in response.text:
+            raise AssertionError(f"{response.request.url.path}: the body holds a secret")
+        with contextlib.suppress(ValueError):
+            leaks = secret_leaks(response.json(), secret)
+            assert not leaks, f"{response.request.url.path}: secret fields {leaks}"
+
+    return check
+
+
 @pytest.fixture(scope="session")
 def api(server: Server, request: pytest.FixtureRequest) -> Iterator[Api]:
     """The test's view of a row: base URL, HTTP client, and the server's JWT configuration."""
     recorder = compare_report.recorder(request.config)
     service = server.row.service
     hooks = recorder.hooks(service) if recorder else {}
+    hooks = {**hooks, "response": [*hooks.get("response", []), _refuse_secrets(server.jwt.secret)]}
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
     with httpx.Client(
         base_url=server.base_url, timeout=30.0, limits=limits, event_hooks=hooks
     ) as http:
         record = recorder.recorder_for(service) if recorder else (lambda *_: None)
         yield Api(server.base_url, server.jwt, http, record)
+
+
+@pytest.fixture(scope="session")
+def stored_hash(server: Server) -> Callable[..., str]:
+    """`stored_hash(email, new_hash=None)`: a user's password hash in the row's database (set
+    first when `new_hash` is given). The only test access to a server's tables."""
+    return server.password_hash
 
 
 @pytest.fixture(scope="session")

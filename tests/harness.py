@@ -16,6 +16,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -653,6 +654,33 @@ class Server:
                     if connection.raddr and tuple(connection.raddr) == client:
                         return process.pid
         return None
+
+    def password_hash(self, email: str, new_hash: str | None = None) -> str:
+        """The stored hash of a user (read straight from the server's database), after setting
+        it to `new_hash` when one is given: to plant an older hash a login must upgrade."""
+        if self.database_url:
+            import psycopg
+
+            with psycopg.connect(_libpq(self.database_url), autocommit=True) as conn:
+                if new_hash is not None:
+                    conn.execute(
+                        "UPDATE users SET password_hash = %s WHERE email = %s", (new_hash, email)
+                    )
+                row = conn.execute(
+                    "SELECT password_hash FROM users WHERE email = %s", (email,)
+                ).fetchone()
+        else:
+            path = self.workdir / "var" / f"{self.row.package}.sqlite3"
+            with contextlib.closing(sqlite3.connect(path, timeout=10)) as lite, lite:
+                if new_hash is not None:
+                    lite.execute(
+                        "UPDATE users SET password_hash = ? WHERE email = ?", (new_hash, email)
+                    )
+                row = lite.execute(
+                    "SELECT password_hash FROM users WHERE email = ?", (email,)
+                ).fetchone()
+        assert row is not None, f"no user {email}"
+        return str(row[0])
 
     def rss(self) -> int:
         """Resident memory of the server: its master and every worker process under it."""
