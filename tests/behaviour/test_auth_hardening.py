@@ -19,10 +19,10 @@ from typing import Any
 
 import argon2
 import pytest
+from conftest import secret_leaks
 
 from apiclient import Api, User
 from checks import assert_problem
-from conftest import secret_leaks
 
 CURRENT_ARGON2 = "$argon2id$v=19$m=65536,t=3,p=4$"  # pwdlib's recommended() parameters
 
