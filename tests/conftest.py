@@ -199,6 +199,8 @@ def _refuse_secrets(secret: str) -> Callable[[httpx.Response], None]:
         response.read()
         if secret in response.text or "$argon2" in response.text:
             raise AssertionError(f"{response.request.url.path}: the body holds a secret")
+        if response.request.url.path == "/openapi.json":
+            return  # the API's description names its password fields; it holds no values
         with contextlib.suppress(ValueError):
             leaks = secret_leaks(response.json(), secret)
             assert not leaks, f"{response.request.url.path}: secret fields {leaks}"
