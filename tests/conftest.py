@@ -418,6 +418,7 @@ RATE_LIMITS = {
     "RATE_LIMIT_LOGIN_PER_IP": "5/minute",
     "RATE_LIMIT_WRITES": "3/minute",
     "RATE_LIMIT_WRITES_PER_IP": "5/minute",
+    "TRUSTED_PROXIES": "127.0.0.2",  # a proxy's address: test_rate_limits connects from it
 }
 
 

@@ -75,6 +75,7 @@ SERVICE_VARIABLES = (
     "RATE_LIMIT_LOGIN_PER_IP",
     "RATE_LIMIT_WRITES",
     "RATE_LIMIT_WRITES_PER_IP",
+    "TRUSTED_PROXIES",
 )
 
 # What every row's server and worker get beyond the contract's defaults, so that the jobs tests

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import uuid
@@ -10,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from fastapi_service.problems import RateLimited
-from fastapi_service.ratelimits import RateLimits
+from fastapi_service.ratelimits import RateLimits, client_address
 from fastapi_service.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -120,3 +121,33 @@ def test_settings_read_the_contracts_names(monkeypatch: pytest.MonkeyPatch) -> N
         "6 per minute",
     )
     assert (settings.rate_limit_writes, settings.rate_limit_writes_per_ip) == ("7/second", "8/hour")
+
+
+PROXIES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "client"),
+    [
+        ("192.0.2.1", None, "192.0.2.1"),
+        ("192.0.2.1", "198.51.100.7", "192.0.2.1"),  # an untrusted peer's header is ignored
+        ("10.0.0.1", "198.51.100.7", "198.51.100.7"),
+        ("10.0.0.1", "203.0.113.9, 198.51.100.7", "198.51.100.7"),  # the rightmost untrusted
+        ("10.0.0.1", "198.51.100.7, 10.1.1.1", "198.51.100.7"),  # proxies in the chain skipped
+        ("fd00::1", "2001:db8::5", "2001:db8::5"),
+        ("10.0.0.1", "", "10.0.0.1"),
+        ("10.0.0.1", "not-an-address", "10.0.0.1"),
+        ("10.0.0.1", "198.51.100.7, junk, 10.1.1.1", "10.1.1.1"),
+    ],
+)
+def test_client_address(peer: str, forwarded_for: str | None, client: str) -> None:
+    assert client_address(peer, forwarded_for, PROXIES) == client
+
+
+def test_settings_read_trusted_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().trusted_proxies == ()
+    monkeypatch.setenv("TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1")
+    assert Settings().trusted_proxies == ("10.0.0.0/8", "192.0.2.1")
+    monkeypatch.setenv("TRUSTED_PROXIES", "10.0.0.0/8,proxy.example")
+    with pytest.raises(ValidationError, match="trusted_proxies"):
+        Settings()

@@ -119,6 +119,21 @@ def test_x_forwarded_for_is_not_trusted(rate_limited: RateLimited) -> None:
     assert statuses == [201] * WRITES_PER_IP + [429], statuses
 
 
+def test_x_forwarded_for_from_a_trusted_proxy_names_the_client(rate_limited: RateLimited) -> None:
+    # TRUSTED_PROXIES=127.0.0.2: behind it, each forwarded address has a budget of its own.
+    def sign_up(client: Api, forwarded_for: str) -> int:
+        body = {"email": f"proxied-{secrets.token_hex(6)}@example.test", "password": "a" * 12}
+        headers = {"X-Forwarded-For": forwarded_for}
+        return client.http.post("/api/v1/users", json=body, headers=headers).status_code
+
+    with rate_limited.api_from("127.0.0.2") as proxy:
+        # A client's own (untrusted) claim on the left is not believed: the proxy appended the
+        # address it saw, and that one counts.
+        seen = [sign_up(proxy, f"198.51.100.{n}, 203.0.113.7") for n in range(WRITES_PER_IP + 1)]
+        assert seen == [201] * WRITES_PER_IP + [429], seen
+        assert sign_up(proxy, "203.0.113.8") == 201  # another client behind the same proxy
+
+
 def _login(api: Api, email: str, password: str) -> httpx.Response:
     return api.http.post("/api/v1/auth/token", data={"username": email, "password": password})
 

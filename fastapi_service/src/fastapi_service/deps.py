@@ -23,6 +23,7 @@ from starlette.types import Message, Receive
 
 from .db import SNAPSHOT_READ
 from .problems import ContentTooLarge, MalformedRequest, Unauthorized, UnsupportedMediaType
+from .ratelimits import client_address
 from .security import InvalidToken, decode_access_token
 from .settings import Settings
 
@@ -96,8 +97,11 @@ _RATE_LIMITED = "fastapi_service.rate_limited"
 
 
 def client_ip(request: Request) -> str:
-    """The peer's address: X-Forwarded-For is not trusted (contract/README.md, "Rate limits")."""
-    return request.client.host if request.client else "unknown"
+    """The peer's address, or X-Forwarded-For's from a TRUSTED_PROXIES peer (contract/README.md,
+    "Rate limits")."""
+    peer = request.client.host if request.client else ""
+    trusted = request.app.state.rate_limits.trusted_proxies
+    return client_address(peer, request.headers.get("X-Forwarded-For"), trusted) or "unknown"
 
 
 def _first_check(request: Request) -> bool:

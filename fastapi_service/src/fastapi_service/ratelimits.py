@@ -9,6 +9,7 @@ of the limiter.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
@@ -28,6 +29,35 @@ RECHECK_SECONDS = 5.0
 STORAGE_TIMEOUT_SECONDS = 0.5
 
 logger = logging.getLogger(__name__)
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def client_address(peer: str, forwarded_for: str | None, trusted: tuple[Network, ...]) -> str:
+    """The client's address: the TCP peer, unless the peer is a trusted proxy (TRUSTED_PROXIES);
+    then the rightmost X-Forwarded-For entry that is not itself a trusted proxy."""
+    hops = [peer, *reversed([hop.strip() for hop in (forwarded_for or "").split(",")])]
+    for hop, previous in zip(hops[1:], hops, strict=False):
+        if not _is_trusted(previous, trusted):
+            return previous
+        if not _valid(hop):
+            return previous  # a malformed entry ends the chain at the last proxy that wrote one
+    return hops[-1] if _valid(hops[-1]) else peer
+
+
+def _valid(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_trusted(address: str, trusted: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
 
 
 class RateLimits:
@@ -35,6 +65,9 @@ class RateLimits:
 
     def __init__(self, settings: Settings) -> None:
         self.enabled = settings.rate_limit_enabled
+        self.trusted_proxies = tuple(
+            ipaddress.ip_network(proxy, strict=False) for proxy in settings.trusted_proxies
+        )
         self.login = limits.parse(settings.rate_limit_login)
         self.login_per_ip = limits.parse(settings.rate_limit_login_per_ip)
         self.writes = limits.parse(settings.rate_limit_writes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -50,6 +51,7 @@ class Settings(BaseSettings):
     rate_limit_login_per_ip: str = "30/minute"
     rate_limit_writes: str = "120/minute"
     rate_limit_writes_per_ip: str = "600/minute"
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -61,6 +63,23 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(origin.strip() for origin in value.split(",") if origin.strip())
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(proxy.strip() for proxy in value.split(",") if proxy.strip())
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for proxy in value:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"not an address or network: {proxy!r}") from None
         return value
 
     @field_validator(

@@ -36,7 +36,7 @@ from .problems import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from .ratelimits import RateLimits
+from .ratelimits import RateLimits, client_address
 from .security import InvalidToken, decode_access_token
 from .settings import Settings
 
@@ -137,8 +137,12 @@ def auth_required(view: F) -> F:
 
 
 def client_ip() -> str:
-    """The peer's address: X-Forwarded-For is not trusted (contract/README.md, "Rate limits")."""
-    return request.remote_addr or "unknown"
+    """The peer's address, or X-Forwarded-For's from a TRUSTED_PROXIES peer (contract/README.md,
+    "Rate limits")."""
+    trusted = app_state().rate_limits.trusted_proxies
+    return client_address(
+        request.remote_addr or "", request.headers.get("X-Forwarded-For"), trusted
+    )
 
 
 def limit_writes(view: F) -> F:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -90,12 +91,20 @@ class Settings:
     rate_limit_login_per_ip: str = "30/minute"
     rate_limit_writes: str = "120/minute"
     rate_limit_writes_per_ip: str = "600/minute"
+    trusted_proxies: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         if self.log_level not in LOG_LEVELS:
             raise SettingsError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         for name, value in RATE_LIMITS.items():
             _rate_limit(name, getattr(self, value))
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise SettingsError(
+                    f"TRUSTED_PROXIES: not an address or network: {proxy!r}"
+                ) from None
         if self.environment != "production":
             return
         if self.jwt_secret == DEVELOPMENT_JWT_SECRET:
@@ -150,6 +159,8 @@ class Settings:
             values["rate_limit_enabled"] = _boolean("RATE_LIMIT_ENABLED", env["RATE_LIMIT_ENABLED"])
         if env.get("DOCS_ENABLED"):
             values["docs_enabled"] = _boolean("DOCS_ENABLED", env["DOCS_ENABLED"])
+        proxies = env.get("TRUSTED_PROXIES", "")
+        values["trusted_proxies"] = tuple(p.strip() for p in proxies.split(",") if p.strip())
         origins = env.get("CORS_ORIGINS", "")
         values["cors_origins"] = tuple(o.strip() for o in origins.split(",") if o.strip())
         return cls(**values)  # type: ignore[arg-type]
