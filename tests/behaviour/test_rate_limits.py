@@ -47,8 +47,7 @@ def _post_item(api: Api, user: User) -> httpx.Response:
     return api.http.post("/api/v1/items", json=body, headers=user.auth)
 
 
-def assert_rate_limited(answer: httpx.Response | object, window_seconds: int = 60) -> None:
-    assert isinstance(answer, httpx.Response)
+def assert_rate_limited(answer: httpx.Response, window_seconds: int = 60) -> None:
     assert_problem(answer, "rate-limited")
     retry_after = answer.headers["retry-after"]
     assert retry_after.isdigit(), retry_after
