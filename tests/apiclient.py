@@ -72,6 +72,27 @@ class Bulk:
 
 
 @dataclasses.dataclass(frozen=True)
+class RateLimited:
+    """A server of the row's service with low rate limits (conftest `rate_limited`)."""
+
+    base_url: str
+    jwt: JwtConfig
+    settings: dict[str, str]  # the RATE_LIMIT_* values it was given
+    processes: int  # server worker processes (WEB_CONCURRENCY)
+    shared: bool  # counters in Redis (postgresql rows) rather than in each process's memory
+    connection_owner: Callable[[tuple[str, int]], int | None]  # (ip, port) -> server pid
+    log_lines: Callable[[], list[str]]
+
+    @contextlib.contextmanager
+    def api_from(self, address: str) -> Iterator[Api]:
+        """An Api whose connections come from `address` (any 127.x.y.z: the loopback is a /8),
+        so each test is a client of its own for the per-address limits."""
+        transport = httpx.HTTPTransport(local_address=address)
+        with httpx.Client(base_url=self.base_url, timeout=30.0, transport=transport) as http:
+            yield Api(self.base_url, self.jwt, http, lambda *_: None)
+
+
+@dataclasses.dataclass(frozen=True)
 class RawResponse:
     status_code: int
     headers: dict[str, str]  # lower-cased names

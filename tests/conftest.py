@@ -6,16 +6,19 @@ service, on PostgreSQL when DATABASE_URL names a server and on embedded SQLite o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 import compare_report
-from apiclient import Api, BrokerOutage, Bulk, Configured, User
+from apiclient import Api, BrokerOutage, Bulk, Configured, RateLimited, User
 from harness import (
     DEFAULT_ADMIN_URL,
     PrivateRedis,
@@ -165,18 +168,66 @@ def server(
         pytest.fail(f"{row.id} logged {len(crashes)} error line(s):\n{shown}", pytrace=False)
 
 
+# No response may carry a secret (contract/README.md, "Auth"): keys that name one, a password
+# hash, or the server's JWT secret. Checked on every JSON body the row's client reads.
+SECRET_KEY = re.compile(r"pass(word)?|secret|hash|salt|private", re.IGNORECASE)
+
+
+def secret_leaks(value: Any, secret: str, path: str = "$") -> list[str]:
+    """Where `value` (a parsed JSON body) names or holds a secret."""
+    if isinstance(value, dict):
+        found = [f"{path}.{key}" for key in value if SECRET_KEY.search(str(key))]
+        for key, item in value.items():
+            found += secret_leaks(item, secret, f"{path}.{key}")
+        return found
+    if isinstance(value, list):
+        return [
+            leak
+            for i, item in enumerate(value)
+            for leak in secret_leaks(item, secret, f"{path}.{i}")
+        ]
+    if isinstance(value, str) and ("$argon2" in value or secret in value):
+        return [f"{path} (value)"]
+    return []
+
+
+def _refuse_secrets(secret: str) -> Callable[[httpx.Response], None]:
+    def check(response: httpx.Response) -> None:
+        media_type = response.headers.get("content-type", "").split(";")[0].strip()
+        if media_type not in {"application/json", "application/problem+json"}:
+            return  # streams are read by their tests (test_auth_hardening walks them too)
+        response.read()
+        if secret in response.text or "$argon2" in response.text:
+            raise AssertionError(f"{response.request.url.path}: the body holds a secret")
+        if response.request.url.path == "/openapi.json":
+            return  # the API's description names its password fields; it holds no values
+        with contextlib.suppress(ValueError):
+            leaks = secret_leaks(response.json(), secret)
+            assert not leaks, f"{response.request.url.path}: secret fields {leaks}"
+
+    return check
+
+
 @pytest.fixture(scope="session")
 def api(server: Server, request: pytest.FixtureRequest) -> Iterator[Api]:
     """The test's view of a row: base URL, HTTP client, and the server's JWT configuration."""
     recorder = compare_report.recorder(request.config)
     service = server.row.service
     hooks = recorder.hooks(service) if recorder else {}
+    hooks = {**hooks, "response": [*hooks.get("response", []), _refuse_secrets(server.jwt.secret)]}
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
     with httpx.Client(
         base_url=server.base_url, timeout=30.0, limits=limits, event_hooks=hooks
     ) as http:
         record = recorder.recorder_for(service) if recorder else (lambda *_: None)
         yield Api(server.base_url, server.jwt, http, record)
+
+
+@pytest.fixture(scope="session")
+def stored_hash(server: Server) -> Callable[..., str]:
+    """`stored_hash(email, new_hash=None)`: a user's password hash in the row's database (set
+    first when `new_hash` is given). The only test access to a server's tables."""
+    return server.password_hash
 
 
 @pytest.fixture(scope="session")
@@ -213,6 +264,10 @@ CONFIGURED = {
     "MAX_BODY_BYTES": "4096",
     "JWT_AUDIENCE": "suite-audience",
     "JWT_ISSUER": "suite-issuer",
+    # Switched off, with limits every test would reach: nothing may answer 429.
+    "RATE_LIMIT_ENABLED": "false",
+    "RATE_LIMIT_LOGIN_PER_IP": "1/minute",
+    "RATE_LIMIT_WRITES_PER_IP": "1/minute",
 }
 
 
@@ -353,3 +408,104 @@ def bulk(row: Row, backends: Backends, tmp_path_factory: pytest.TempPathFactory)
     if crashes:
         shown = "\n".join(crashes[:5])
         pytest.fail(f"{row.id} (bulk) logged {len(crashes)} error line(s):\n{shown}")
+
+
+# Low limits for tests/behaviour/test_rate_limits.py; the rows themselves run with limits far
+# above what the suite sends (harness.ROW_SETTINGS).
+RATE_LIMITS = {
+    "RATE_LIMIT_ENABLED": "true",
+    "RATE_LIMIT_LOGIN": "3/minute",
+    "RATE_LIMIT_LOGIN_PER_IP": "5/minute",
+    "RATE_LIMIT_WRITES": "3/minute",
+    "RATE_LIMIT_WRITES_PER_IP": "5/minute",
+    "TRUSTED_PROXIES": "127.0.0.2",  # a proxy's address: test_rate_limits connects from it
+}
+
+
+@pytest.fixture(scope="module")
+def rate_limited(
+    row: Row, backends: Backends, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RateLimited]:
+    """A server of the row's service (no worker) with RATE_LIMITS.
+
+    postgresql rows: two worker processes sharing their counters in Redis (a database number of
+    the run's own). sqlite rows: no Redis, so each process counts alone; one process, so that the
+    limits are exact there too.
+    """
+    database_url = admin_url = None
+    redis_url = None
+    settings = dict(RATE_LIMITS)
+    if row.backend == "postgresql":
+        admin_url = backends.postgres()
+        if admin_url is None:
+            _unavailable(backends.missing_postgres)
+        assert admin_url is not None
+        redis_url = backends.redis_for(row)
+        if redis_url is None:
+            _unavailable("Redis does not answer: the shared rate limit counters need it")
+        database_url = create_database(admin_url, f"suite_{row.service}_limits")
+        settings["WEB_CONCURRENCY"] = "2"
+    else:
+        settings["WEB_CONCURRENCY"] = "1"
+    workdir = tmp_path_factory.mktemp(f"{row.id}-rate-limited")
+    srv = Server(row, workdir, database_url, redis_url, settings=settings, worker=False)
+    try:
+        if database_url:
+            srv.migrate()
+        srv.start()
+    except ServerFailed as exc:
+        srv.stop()
+        if database_url and admin_url:
+            drop_database(admin_url, database_url)
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield RateLimited(
+            srv.base_url,
+            srv.jwt,
+            dict(RATE_LIMITS),
+            int(settings["WEB_CONCURRENCY"]),
+            redis_url is not None,
+            srv.connection_owner,
+            srv.log_lines,
+        )
+    finally:
+        srv.stop()
+        if database_url and admin_url:
+            drop_database(admin_url, database_url)
+    crashes = srv.logged_errors()
+    if crashes:
+        shown = "\n".join(crashes[:5])
+        pytest.fail(f"{row.id} (rate limited) logged {len(crashes)} error line(s):\n{shown}")
+
+
+@pytest.fixture(scope="module")
+def rate_limited_without_redis(
+    row: Row, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RateLimited]:
+    """sqlite rows: a server (one process, no worker) with RATE_LIMITS and a REDIS_URL on a port
+    nobody listens on. postgresql rows skip: the case does not depend on the database."""
+    if row.backend != "sqlite":
+        pytest.skip("the limiter's Redis outage is checked on the sqlite rows")
+    settings = {**RATE_LIMITS, "WEB_CONCURRENCY": "1"}
+    redis_url = f"redis://127.0.0.1:{free_port()}/1"
+    workdir = tmp_path_factory.mktemp(f"{row.id}-rate-limited-no-redis")
+    srv = Server(
+        row, workdir, None, redis_url, settings=settings, ready_path="/healthz", worker=False
+    )
+    try:
+        srv.start()
+    except ServerFailed as exc:
+        srv.stop()
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield RateLimited(
+            srv.base_url, srv.jwt, dict(RATE_LIMITS), 1, False, srv.connection_owner, srv.log_lines
+        )
+    finally:
+        srv.stop()
+    crashes = srv.logged_errors()
+    if crashes:
+        shown = "\n".join(crashes[:5])
+        pytest.fail(
+            f"{row.id} (rate limits, Redis down) logged {len(crashes)} error line(s):\n{shown}"
+        )

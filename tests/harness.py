@@ -16,6 +16,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -69,18 +70,31 @@ SERVICE_VARIABLES = (
     "JOB_BATCH_SIZE",
     "JOB_MAX_RETRIES",
     "SSE_HEARTBEAT_SECONDS",
+    "RATE_LIMIT_ENABLED",
+    "RATE_LIMIT_LOGIN",
+    "RATE_LIMIT_LOGIN_PER_IP",
+    "RATE_LIMIT_WRITES",
+    "RATE_LIMIT_WRITES_PER_IP",
+    "TRUSTED_PROXIES",
 )
 
 # What every row's server and worker get beyond the contract's defaults, so that the jobs tests
 # run in seconds: small import batches (a 10,000-item import is 200 transactions, long enough to
 # cancel or kill it midway), a redelivery after 60 s instead of 2 h, and a heartbeat every second
 # on event streams (the contract default of 15 s would make the heartbeat test wait that long).
+# Rate limits stay on, so every write and login goes through the limiter, but far above what the
+# suite, Schemathesis and the load tests send from their one address (tests/behaviour/
+# test_rate_limits.py runs a server of its own with low limits).
 ROW_SETTINGS = {
     "LOG_LEVEL": "warning",
     "CELERY_CONCURRENCY": "2",
     "CELERY_VISIBILITY_TIMEOUT": "60",
     "JOB_BATCH_SIZE": "50",
     "SSE_HEARTBEAT_SECONDS": "1",
+    "RATE_LIMIT_LOGIN": "1000000/minute",
+    "RATE_LIMIT_LOGIN_PER_IP": "1000000/minute",
+    "RATE_LIMIT_WRITES": "1000000/minute",
+    "RATE_LIMIT_WRITES_PER_IP": "1000000/minute",
 }
 
 
@@ -629,6 +643,45 @@ class Server:
             _stop_group(process, STOP_TIMEOUT)
         if self.worker is not None:
             self.worker.wait_stopped()
+
+    def connection_owner(self, client: tuple[str, int]) -> int | None:
+        """The pid of the server process holding the TCP connection from `client` (ip, port)."""
+        if self.process is None:
+            return None
+        root = psutil.Process(self.process.pid)
+        for process in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                for connection in process.net_connections(kind="tcp"):
+                    if connection.raddr and tuple(connection.raddr) == client:
+                        return process.pid
+        return None
+
+    def password_hash(self, email: str, new_hash: str | None = None) -> str:
+        """The stored hash of a user (read straight from the server's database), after setting
+        it to `new_hash` when one is given: to plant an older hash a login must upgrade."""
+        if self.database_url:
+            import psycopg
+
+            with psycopg.connect(_libpq(self.database_url), autocommit=True) as conn:
+                if new_hash is not None:
+                    conn.execute(
+                        "UPDATE users SET password_hash = %s WHERE email = %s", (new_hash, email)
+                    )
+                row = conn.execute(
+                    "SELECT password_hash FROM users WHERE email = %s", (email,)
+                ).fetchone()
+        else:
+            path = self.workdir / "var" / f"{self.row.package}.sqlite3"
+            with contextlib.closing(sqlite3.connect(path, timeout=10)) as lite, lite:
+                if new_hash is not None:
+                    lite.execute(
+                        "UPDATE users SET password_hash = ? WHERE email = ?", (new_hash, email)
+                    )
+                row = lite.execute(
+                    "SELECT password_hash FROM users WHERE email = ?", (email,)
+                ).fetchone()
+        assert row is not None, f"no user {email}"
+        return str(row[0])
 
     def rss(self) -> int:
         """Resident memory of the server: its master and every worker process under it."""

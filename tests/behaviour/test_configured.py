@@ -154,6 +154,19 @@ def test_docs_can_be_turned_off(configured: Configured, path: str) -> None:
     assert_problem(configured.api.http.get(path), "not-found")
 
 
+def test_rate_limits_can_be_switched_off(configured: Configured) -> None:
+    # RATE_LIMIT_ENABLED=false with 1/minute per address: no answer is a 429 (the writes answer
+    # 201, or 503 where the database is down: the limit would have come before the database).
+    api = configured.api
+    for _ in range(3):
+        body = {"email": f"off-{secrets.token_hex(6)}@example.test", "password": "a" * 12}
+        answer = api.http.post("/api/v1/users", json=body)
+        assert answer.status_code in {201, 503}, answer.text
+        login = {"username": body["email"], "password": "wrong password"}
+        answer = api.http.post("/api/v1/auth/token", data=login)
+        assert answer.status_code in {401, 503}, answer.text
+
+
 @pytest.mark.parametrize("origin", ["https://allowed.example", "https://also-allowed.example"])
 def test_cors_answers_the_configured_origins(configured: Configured, origin: str) -> None:
     api = configured.api

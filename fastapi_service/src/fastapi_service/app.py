@@ -19,6 +19,7 @@ from .health.routes import router as health_router
 from .items.routes import router as items_router
 from .jobs.routes import router as jobs_router
 from .observability import REQUEST_ID_HEADER, Metrics, ObservabilityMiddleware
+from .ratelimits import RateLimits
 from .settings import SERVICE_NAME, SERVICE_VERSION, Settings
 from .users.routes import router as users_router
 from .worker import make_celery
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.redis = broker  # rate limits, readiness and job notifications
     app.state.celery = celery  # publishes job tasks
     app.state.metrics = metrics
+    app.state.rate_limits = RateLimits(settings)
     register_error_handlers(app)
     for router in (users_router, auth_router, items_router, jobs_router, health_router):
         app.include_router(router)

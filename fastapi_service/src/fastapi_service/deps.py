@@ -23,6 +23,7 @@ from starlette.types import Message, Receive
 
 from .db import SNAPSHOT_READ
 from .problems import ContentTooLarge, MalformedRequest, Unauthorized, UnsupportedMediaType
+from .ratelimits import client_address
 from .security import InvalidToken, decode_access_token
 from .settings import Settings
 
@@ -91,6 +92,48 @@ async def current_user_id(
 
 
 CurrentUserId = Annotated[uuid.UUID, Depends(current_user_id)]
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_RATE_LIMITED = "fastapi_service.rate_limited"
+
+
+def client_ip(request: Request) -> str:
+    """The peer's address, or X-Forwarded-For's from a TRUSTED_PROXIES peer (contract/README.md,
+    "Rate limits")."""
+    peer = request.client.host if request.client else ""
+    trusted = request.app.state.rate_limits.trusted_proxies
+    return client_address(peer, request.headers.get("X-Forwarded-For"), trusted) or "unknown"
+
+
+def _first_check(request: Request) -> bool:
+    """True once per request: ContractRoute runs a route's limit before FastAPI would."""
+    if request.scope.get(_RATE_LIMITED):
+        return False
+    request.scope[_RATE_LIMITED] = True
+    return True
+
+
+async def limit_writes(request: Request, user_id: CurrentUserId) -> None:
+    """429 once the caller's write limits are reached (per user, per address); runs after the
+    token check and before the body is read. Reads are not limited."""
+    if request.method in WRITE_METHODS and _first_check(request):
+        await request.app.state.rate_limits.check_writes(user_id, client_ip(request))
+
+
+async def limit_anonymous_writes(request: Request) -> None:
+    """429 once the client address has used up its writes (sign-up: nobody is signed in)."""
+    if request.method in WRITE_METHODS and _first_check(request):
+        await request.app.state.rate_limits.check_writes(None, client_ip(request))
+
+
+async def limit_logins(request: Request) -> None:
+    """429 once the client address has used up its login attempts (before the form is read)."""
+    if _first_check(request):
+        await request.app.state.rate_limits.check_login(client_ip(request))
+
+
+async def limit_login_account(request: Request, email: str) -> None:
+    """429 once this account (known or not) has used up its login attempts."""
+    await request.app.state.rate_limits.check_login(client_ip(request), email)
 
 
 def _reject_constant(name: str) -> Any:
@@ -152,7 +195,8 @@ def _media_type_ok(content_type: str | None, expected: str, body: bytes) -> bool
 
 class ContractRoute(APIRoute):
     """An APIRoute that runs the contract's early checks, in its order, before FastAPI reads
-    the body: 413 (declared or streamed), 401 (protected routes), 415, then 400 and 422.
+    the body: 413 (declared or streamed), 401 (protected routes), 429 (the route's rate limit),
+    415, then 400 and 422.
 
     FastAPI parses the body before it solves dependencies, so on its own a malformed body
     would beat a missing token.
@@ -165,6 +209,9 @@ class ContractRoute(APIRoute):
         is_form = isinstance(self.body_field.field_info, params.Form)
         media_type = FORM_MEDIA_TYPE if is_form else JSON_MEDIA_TYPE
         protected = _depends_on(self.dependant, current_user_id)
+        writes = _depends_on(self.dependant, limit_writes)
+        anonymous_writes = _depends_on(self.dependant, limit_anonymous_writes)
+        logins = _depends_on(self.dependant, limit_logins)
 
         async def contract_handler(request: Request) -> Response:
             settings: Settings = request.app.state.settings
@@ -174,7 +221,13 @@ class ContractRoute(APIRoute):
             request = ContractRequest(request, settings.max_body_bytes)
             body = await request.body()
             if protected:
-                authenticate(await bearer_scheme(request), settings)
+                user_id = authenticate(await bearer_scheme(request), settings)
+                if writes:
+                    await limit_writes(request, user_id)
+            if anonymous_writes:
+                await limit_anonymous_writes(request)
+            if logins:
+                await limit_logins(request)
             if not _media_type_ok(request.headers.get("content-type"), media_type, body):
                 raise UnsupportedMediaType(f"This operation takes {media_type}.")
             return await handle(request)

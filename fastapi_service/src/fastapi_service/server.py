@@ -46,6 +46,7 @@ def main() -> None:
         log_config=None,  # our JSON logging, configured in each process
         log_level=settings.log_level,
         access_log=False,  # the app logs one line per request itself
+        proxy_headers=False,  # X-Forwarded-For is not trusted: the peer is the client (rate limits)
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         timeout_graceful_shutdown=GRACEFUL_TIMEOUT_SECONDS,
         backlog=BACKLOG,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
+import limits
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -44,6 +46,12 @@ class Settings(BaseSettings):
     job_batch_size: int = Field(default=500, ge=1)
     job_max_retries: int = Field(default=5, ge=0)
     sse_heartbeat_seconds: int = Field(default=15, ge=1)
+    rate_limit_enabled: bool = True
+    rate_limit_login: str = "10/minute"
+    rate_limit_login_per_ip: str = "30/minute"
+    rate_limit_writes: str = "120/minute"
+    rate_limit_writes_per_ip: str = "600/minute"
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -56,6 +64,40 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(origin.strip() for origin in value.split(",") if origin.strip())
         return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(proxy.strip() for proxy in value.split(",") if proxy.strip())
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for proxy in value:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"not an address or network: {proxy!r}") from None
+        return value
+
+    @field_validator(
+        "rate_limit_login",
+        "rate_limit_login_per_ip",
+        "rate_limit_writes",
+        "rate_limit_writes_per_ip",
+    )
+    @classmethod
+    def _one_rate_limit(cls, value: str) -> str:
+        """One limit in the `limits` notation (`10/minute`, `100 per hour`)."""
+        try:
+            parsed = limits.parse_many(value)
+        except ValueError:
+            parsed = []
+        if len(parsed) != 1 or parsed[0].amount < 1:
+            raise ValueError(f"must be one limit such as '10/minute', got {value!r}")
+        return value.strip()
 
     @model_validator(mode="after")
     def _refuse_development_secrets_in_production(self) -> Self:

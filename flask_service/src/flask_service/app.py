@@ -20,6 +20,7 @@ from .health.routes import blp as health_blp
 from .items.routes import blp as items_blp
 from .jobs.routes import blp as jobs_blp
 from .observability import REQUEST_ID_HEADER, Metrics, ObservabilityHooks
+from .ratelimits import RateLimits
 from .settings import SERVICE_NAME, SERVICE_VERSION, Settings
 from .users.routes import blp as users_blp
 from .worker import make_celery
@@ -124,6 +125,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         metrics=metrics,
         redis=broker,
         celery=make_celery(settings, publisher=True),
+        rate_limits=RateLimits(settings),
     )
     # First registered: the request id exists before any other hook can log or fail.
     ObservabilityHooks(app, metrics)

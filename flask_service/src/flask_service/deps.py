@@ -36,6 +36,7 @@ from .problems import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from .ratelimits import RateLimits, client_address
 from .security import InvalidToken, decode_access_token
 from .settings import Settings
 
@@ -43,6 +44,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 JSON_MEDIA_TYPE = "application/json"
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 STATE_KEY = "flask_service"
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
@@ -56,6 +58,7 @@ class AppState:
     metrics: Metrics
     redis: Redis | None
     celery: Celery
+    rate_limits: RateLimits
 
 
 def app_state() -> AppState:
@@ -133,10 +136,50 @@ def auth_required(view: F) -> F:
     return cast(F, wrapper)
 
 
+def client_ip() -> str:
+    """The peer's address, or X-Forwarded-For's from a TRUSTED_PROXIES peer (contract/README.md,
+    "Rate limits")."""
+    trusted = app_state().rate_limits.trusted_proxies
+    return client_address(
+        request.remote_addr or "", request.headers.get("X-Forwarded-For"), trusted
+    )
+
+
+def limit_writes(view: F) -> F:
+    """429 once the caller's write limits are reached (per user when signed in, per address);
+    runs after the token check and before the body is read. Reads are not limited."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if request.method in WRITE_METHODS:
+            app_state().rate_limits.check_writes(g.get("user_id"), client_ip())
+        return view(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def limit_logins(view: F) -> F:
+    """429 once the client address has used up its login attempts (before the form is read)."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        app_state().rate_limits.check_login(client_ip())
+        return view(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def limit_login_account(email: str) -> None:
+    """429 once this account (known or not) has used up its login attempts."""
+    app_state().rate_limits.check_login(client_ip(), email)
+
+
 # MethodView.decorators for every API view: the last one listed runs first, so the token is
-# checked before anything else, and the commit happens after the view has answered.
-SIGNED_IN: list[Callable[..., Any]] = [transactional, auth_required]
-ANONYMOUS: list[Callable[..., Any]] = [transactional]
+# checked before anything else, then the rate limits, and the commit happens after the view
+# has answered.
+SIGNED_IN: list[Callable[..., Any]] = [transactional, limit_writes, auth_required]
+ANONYMOUS: list[Callable[..., Any]] = [transactional, limit_writes]
+LOGIN: list[Callable[..., Any]] = [transactional, limit_logins]
 
 
 def current_user_id() -> uuid.UUID:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import limits
 
 SERVICE_NAME = "flask_service"
 SERVICE_VERSION = "1.0.0"
@@ -14,6 +17,12 @@ MIN_PRODUCTION_SECRET_BYTES = 32
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+RATE_LIMITS = {
+    "RATE_LIMIT_LOGIN": "rate_limit_login",
+    "RATE_LIMIT_LOGIN_PER_IP": "rate_limit_login_per_ip",
+    "RATE_LIMIT_WRITES": "rate_limit_writes",
+    "RATE_LIMIT_WRITES_PER_IP": "rate_limit_writes_per_ip",
+}
 
 
 class SettingsError(ValueError):
@@ -27,6 +36,17 @@ def _boolean(name: str, raw: str) -> bool:
     if value in _FALSE:
         return False
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _rate_limit(name: str, raw: str) -> str:
+    """One limit in the `limits` notation (`10/minute`, `100 per hour`)."""
+    try:
+        parsed = limits.parse_many(raw)
+    except ValueError:
+        parsed = []
+    if len(parsed) != 1 or parsed[0].amount < 1:
+        raise SettingsError(f"{name} must be one limit such as '10/minute', got {raw!r}")
+    return raw.strip()
 
 
 def _integer(name: str, raw: str, minimum: int) -> int:
@@ -66,10 +86,25 @@ class Settings:
     job_batch_size: int = 500
     job_max_retries: int = 5
     sse_heartbeat_seconds: int = 15
+    rate_limit_enabled: bool = True
+    rate_limit_login: str = "10/minute"
+    rate_limit_login_per_ip: str = "30/minute"
+    rate_limit_writes: str = "120/minute"
+    rate_limit_writes_per_ip: str = "600/minute"
+    trusted_proxies: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         if self.log_level not in LOG_LEVELS:
             raise SettingsError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+        for name, value in RATE_LIMITS.items():
+            _rate_limit(name, getattr(self, value))
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise SettingsError(
+                    f"TRUSTED_PROXIES: not an address or network: {proxy!r}"
+                ) from None
         if self.environment != "production":
             return
         if self.jwt_secret == DEVELOPMENT_JWT_SECRET:
@@ -117,8 +152,15 @@ class Settings:
             values["var_dir"] = Path(env["VAR_DIR"])
         if env.get("MIGRATE_ON_START"):
             values["migrate_on_start"] = _boolean("MIGRATE_ON_START", env["MIGRATE_ON_START"])
+        for name, attr in RATE_LIMITS.items():
+            if env.get(name):
+                values[attr] = _rate_limit(name, env[name])
+        if env.get("RATE_LIMIT_ENABLED"):
+            values["rate_limit_enabled"] = _boolean("RATE_LIMIT_ENABLED", env["RATE_LIMIT_ENABLED"])
         if env.get("DOCS_ENABLED"):
             values["docs_enabled"] = _boolean("DOCS_ENABLED", env["DOCS_ENABLED"])
+        proxies = env.get("TRUSTED_PROXIES", "")
+        values["trusted_proxies"] = tuple(p.strip() for p in proxies.split(",") if p.strip())
         origins = env.get("CORS_ORIGINS", "")
         values["cors_origins"] = tuple(o.strip() for o in origins.split(",") if o.strip())
         return cls(**values)  # type: ignore[arg-type]

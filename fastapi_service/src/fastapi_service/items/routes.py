@@ -6,10 +6,10 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from starlette.convertors import StringConvertor, register_url_convertor
 
-from ..deps import ContractRoute, CurrentUserId, SessionDep, SnapshotSessionDep
+from ..deps import ContractRoute, CurrentUserId, SessionDep, SnapshotSessionDep, limit_writes
 from ..docs import headers, problems
 from ..models import Item as ItemRow
 from ..pagination import CURSOR_PATTERN, decode_cursor, encode_cursor
@@ -17,7 +17,12 @@ from ..problems import ValidationFailed
 from . import service
 from .schemas import NO_NUL, Item, ItemCreate, ItemPage, ItemUpdate, Tag
 
-router = APIRouter(prefix="/api/v1/items", tags=["items"], route_class=ContractRoute)
+router = APIRouter(
+    prefix="/api/v1/items",
+    tags=["items"],
+    route_class=ContractRoute,
+    dependencies=[Depends(limit_writes)],  # POST, PUT, PATCH, DELETE count; reads do not
+)
 
 
 class ItemIdConvertor(StringConvertor):

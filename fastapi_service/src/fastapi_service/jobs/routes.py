@@ -6,10 +6,10 @@ import logging
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from ..deps import ContractRoute, CurrentUserId, SessionDep, SettingsDep
+from ..deps import ContractRoute, CurrentUserId, SessionDep, SettingsDep, limit_writes
 from ..docs import headers, problems
 from ..items.routes import Cursor, Limit
 from ..pagination import decode_cursor, encode_cursor
@@ -17,7 +17,12 @@ from ..problems import ServiceUnavailable, ValidationFailed
 from . import events, service, tasks
 from .schemas import Job, JobCreate, JobEvent, JobPage
 
-router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], route_class=ContractRoute)
+router = APIRouter(
+    prefix="/api/v1/jobs",
+    tags=["jobs"],
+    route_class=ContractRoute,
+    dependencies=[Depends(limit_writes)],  # POST, PUT, PATCH, DELETE count; reads do not
+)
 logger = logging.getLogger(__name__)
 
 JobId = Annotated[uuid.UUID, Path()]

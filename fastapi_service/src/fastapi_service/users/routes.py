@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 
-from ..deps import ContractRoute, CurrentUserId, SessionDep
+from ..deps import ContractRoute, CurrentUserId, SessionDep, limit_anonymous_writes
 from ..docs import headers, problems
 from ..models import User
 from . import service
@@ -22,6 +22,7 @@ ME_PATH = "/api/v1/users/me"
     response_description="The user was created.",
     responses={201: headers("Location"), **problems(400, 405, 409, 413, 415, 422, 429, 503)},
     openapi_extra={"security": []},
+    dependencies=[Depends(limit_anonymous_writes)],
 )
 async def create_user(body: UserCreate, session: SessionDep, response: Response) -> User:
     """Register a user"""

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask.views import MethodView
 
-from ..deps import ANONYMOUS, Blueprint, get_session, get_settings
+from ..deps import LOGIN, Blueprint, get_session, get_settings, limit_login_account
 from ..docs import problems
 from . import service
 from .schemas import Token, TokenRequest
@@ -21,7 +21,7 @@ NO_STORE_HEADER = {
 
 @blp.route("/token")
 class AccessTokens(MethodView):
-    decorators = ANONYMOUS
+    decorators = LOGIN
 
     @blp.doc(
         operationId="create_token",
@@ -37,6 +37,7 @@ class AccessTokens(MethodView):
     )
     def post(self, form: dict[str, Any]) -> Any:
         """Exchange email and password for an access token"""
+        limit_login_account(form["username"])
         token = service.create_token(
             get_session(), form["username"], form["password"], get_settings()
         )
