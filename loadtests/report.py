@@ -411,6 +411,19 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
+def write_reports(meta: dict[str, Any], bench: Path, out: Path) -> list[Path]:
+    """compare.md (and, next, compare.html) into `out`; the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / "compare.md"
+    target.write_text(render(meta, bench), encoding="utf-8")
+    return [target]
+
+
+def terminal_table(meta: dict[str, Any], bench: Path) -> str:
+    """The short table `make compare` prints."""
+    return render(meta, bench)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:

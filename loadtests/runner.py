@@ -46,6 +46,7 @@ REPO_ROOT = HERE.parent
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 sys.path.insert(0, str(HERE))
 
+import claims  # noqa: E402
 import report  # noqa: E402
 
 import harness  # noqa: E402 - the shared suite's process helpers, by import
@@ -665,6 +666,9 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vus", type=int, default=int(os.environ.get("VUS", "0") or 0))
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports")
     parser.add_argument("--plan", action="store_true", help="print the runs and exit")
+    parser.add_argument(
+        "--compare", action="store_true", help="make compare: also compare.html, print the claims"
+    )
     return parser.parse_args(argv)
 
 
@@ -675,6 +679,28 @@ def started(stack: Stack, services: Sequence[str], with_bare: bool) -> Iterator[
         yield stack
     finally:
         stack.stop()
+
+
+# --- report hooks (helper "report"): what the report needs from the running servers ------------
+
+
+def probe_servers(stack: Stack) -> dict[str, Any]:
+    """Each running service's answer to a malformed body and its docs pages (claims.probe)."""
+    found = {}
+    for service, server in stack.servers.items():
+        _item_id, token = stack.fixtures[service]
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            found[service] = claims.probe(server.base_url, token)
+    return found
+
+
+def finish_compare(meta: dict[str, Any], out: Path, reports: Path) -> int:
+    """`make compare`: write compare.md and compare.html and print the claims table; the run
+    succeeds when the report has figures (crossed thresholds are in the report, not the exit)."""
+    written = report.write_reports(meta, out, reports)
+    print("\n" + report.terminal_table(meta, out))
+    print("\n" + "\n".join(f"compare: wrote {path}" for path in written))
+    return 0 if any(run.get("summary") for run in meta["runs"]) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -720,6 +746,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="bench-"))
     stack = Stack(backend, admin_url, redis_url, root)
     with started(stack, services, "read" in scenarios):
+        meta["features"] = probe_servers(stack)
+        meta["loc"] = claims.lines_of_code()
         began = time.monotonic()
         for number, run in enumerate(runs, 1):
             progress = eta(began, number - 1, len(runs))
@@ -735,6 +763,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 flush=True,
             )
     shutil.rmtree(root, ignore_errors=True)
+    if options.compare:
+        return finish_compare(meta, out, options.out)
     target = options.out / "compare.md"
     target.write_text(report.render(meta, out), encoding="utf-8")
     print(f"\nbench: wrote {target} (raw k6 JSON in {out})")
