@@ -69,7 +69,7 @@ lint: $(STAMP)
 	echo "== loadtests: ruff check, ruff format --check, mypy"; \
 	$(BIN)/ruff check --config tests/ruff.toml loadtests || status=1; \
 	$(BIN)/ruff format --check --config tests/ruff.toml loadtests || status=1; \
-	(cd loadtests && MYPYPATH=../tests ../$(BIN)/mypy --config-file ../tests/mypy.ini runner.py report.py bare) \
+	(cd loadtests && MYPYPATH=../tests ../$(BIN)/mypy --config-file ../tests/mypy.ini runner.py report.py claims.py bare) \
 		|| status=1; \
 	exit $$status
 
