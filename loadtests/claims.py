@@ -84,7 +84,15 @@ def saturated(cell: Mapping[str, Any]) -> bool:
 
 def _sizes(cells: Mapping[tuple[str, str, str], Any]) -> list[str]:
     found = {size for (_scenario, size, _target) in cells}
-    return sorted(found, key=lambda s: 0 if s == "smoke" else int(s))
+    return sorted(found, key=_size_key)
+
+
+def _size_key(size: str) -> int:
+    return 0 if size == "smoke" else int(size)
+
+
+def _pair_key(item: tuple[tuple[str, str], Any]) -> tuple[str, int]:
+    return item[0][0], _size_key(item[0][1])
 
 
 def _users(size: str) -> str:
@@ -227,7 +235,7 @@ def ratio_claim(ratios: Mapping[tuple[str, str], dict[str, Any]]) -> Verdict:
         return Verdict(claim, "no FastAPI/Flask pair", NOT_MEASURED)
     at_equal = ", ".join(
         f"{scenario} {_users(size)}: {r['rps']:.2f}x"
-        for (scenario, size), r in sorted(present.items())
+        for (scenario, size), r in sorted(present.items(), key=_pair_key)
     )
     ceilings = {key: r for key, r in present.items() if r.get("saturated")}
     if not ceilings:
@@ -240,7 +248,7 @@ def ratio_claim(ratios: Mapping[tuple[str, str], dict[str, Any]]) -> Verdict:
     middle = statistics.median(r["rps"] for r in ceilings.values())
     where = ", ".join(
         f"{scenario} {_users(size)}: {r['rps']:.2f}x"
-        for (scenario, size), r in sorted(ceilings.items())
+        for (scenario, size), r in sorted(ceilings.items(), key=_pair_key)
     )
     place = _within(middle, 3.0, 10.0)
     return Verdict(
@@ -256,13 +264,13 @@ def lower_latency_claim(ratios: Mapping[tuple[str, str], dict[str, Any]]) -> Ver
     found = {
         key: r
         for key, r in ratios.items()
-        if key[0] in ("crud", "read") and r.get("p50") is not None
+        if key[0] in THROUGHPUT_SCENARIOS and r.get("p50") is not None
     }
     if not found:
         return Verdict(claim, "no crud or read pair", NOT_MEASURED)
     text = ", ".join(
         f"{scenario} {_users(size)}: {r['p50']:.2f}x"
-        for (scenario, size), r in sorted(found.items())
+        for (scenario, size), r in sorted(found.items(), key=_pair_key)
     )
     lower = all(r["p50"] < 1 for r in found.values())
     return Verdict(
@@ -387,14 +395,16 @@ def targets(
             found.append(Verdict(claim, "no read runs", NOT_MEASURED))
             continue
         text = ", ".join(
-            f"{_users(size)} users: {r['rps']:.2f}x" for size, r in sorted(pairs.items())
+            f"{_users(size)} users: {r['rps']:.2f}x"
+            + (" (both saturated)" if r.get("saturated") else " (not both saturated)")
+            for size, r in sorted(pairs.items(), key=lambda kv: _size_key(kv[0]))
         )
         saturated_pairs = {size: r for size, r in pairs.items() if r.get("saturated")}
         if not saturated_pairs:
             found.append(
                 Verdict(
                     claim,
-                    f"{text}; neither saturated (a ratio at equal offered load)",
+                    text,
                     NOT_MEASURED,
                     "throughput ratios need the bare app at its ceiling",
                 )

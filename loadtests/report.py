@@ -121,7 +121,7 @@ def figures(summary: dict[str, Any], resources: dict[str, Any]) -> dict[str, Any
     latencies = {}
     for label, name in LATENCIES.get(str(info.get("scenario")), []):
         values = metric(summary, name)
-        if values:
+        if values and values.get("count", 1):  # a trend with no sample reports zeros
             latencies[label] = {
                 "avg": values.get("avg"),
                 "p50": values.get("med"),
@@ -192,11 +192,12 @@ def fmt_ratio(value: float | None) -> str:
 
 
 def headline(run: dict[str, Any]) -> dict[str, Any]:
+    """The scenario's headline latency (its first one), None figures when the run had none."""
     latencies = run["figures"]["latency"]
-    for label, _name in LATENCIES.get(run["scenario"], []):
-        if label in latencies:
-            return {"label": label, **latencies[label]}
-    return {"label": "", "avg": None, "p50": None, "p95": None, "p99": None, "count": None}
+    label = next(iter(LATENCIES.get(run["scenario"], [])), ("", ""))[0]
+    if label in latencies:
+        return {"label": label, **latencies[label]}
+    return {"label": label, "avg": None, "p50": None, "p95": None, "p99": None, "count": None}
 
 
 def group(runs: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
@@ -328,9 +329,13 @@ def render_parts(result: Results) -> tuple[str, str]:
             for key in keys:
                 group_runs = grouped[key]
                 for label in labels:
-                    found = [r["figures"]["latency"][label] for r in group_runs]
-                    found = [f for f in found if f] if all(found) else found
-                    if not all(found) or not found:
+                    # A run without samples of this latency (no job finished) is left out.
+                    found = [
+                        r["figures"]["latency"][label]
+                        for r in group_runs
+                        if label in r["figures"]["latency"]
+                    ]
+                    if not found:
                         continue
                     lines.append(
                         f"| {group_runs[0]['figures']['vus']} | {server_label(meta, key[2])} "
