@@ -750,7 +750,7 @@ def _nice_top(value: float) -> float:
 
 
 def svg(chart: Chart) -> str:
-    width, height = 680, 320
+    width, height = 620, 320
     left, right, top, bottom = 64, 16, 40, 70
     plot_w, plot_h = width - left - right, height - top - bottom
     peak = _nice_top(max(chart.values.values(), default=0.0))
