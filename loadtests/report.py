@@ -263,7 +263,7 @@ def render_parts(result: Results) -> tuple[str, str]:
         "# Flask vs FastAPI under load (k6)",
         "",
         f"- Date: {meta.get('date', '?')} (UTC); raw k6 JSON: `{_relative(bench)}`",
-        f"- Machine: {meta.get('cores', '?')} cores ({meta.get('cpu', '?')}), shared with k6 "
+        f"- Machine: {_machine(meta)}, shared with k6 "
         "(load generator on the same machine: its CPU is listed per run)",
         f"- Database: {meta.get('database', '?')} ({meta.get('backend', '?')}); "
         f"broker: {meta.get('broker', '?')}",
@@ -420,6 +420,10 @@ def _vus(runs: Sequence[dict[str, Any]], size: str) -> str:
         if run["size"] == size:
             return str(run["figures"]["vus"])
     return size
+
+
+def _machine(meta: dict[str, Any]) -> str:
+    return str(meta.get("machine") or f"{meta.get('cores', '?')} cores ({meta.get('cpu', '?')})")
 
 
 def _percent(value: float | None) -> float | None:
@@ -874,8 +878,8 @@ def readme_block(meta: dict[str, Any], bench: Path) -> str:
     window = meta.get("duration") or "the size's default"
     servers = "; ".join(server_label(meta, service) for service in meta.get("servers", {}))
     lines = [
-        f"Latest `make compare`: {meta.get('date', '?')} (UTC) on {meta.get('cores', '?')} cores"
-        f" ({meta.get('cpu', '?')}), {meta.get('database', '?')}, broker {meta.get('broker', '?')};"
+        f"Latest `make compare`: {meta.get('date', '?')} (UTC) on {_machine(meta)},"
+        f" {meta.get('database', '?')}, broker {meta.get('broker', '?')};"
         f" {meta.get('k6', 'k6').split(' (')[0]}, window {window},"
         f" {meta.get('repeat', '?')} repeat(s); servers: {servers}. The machine is shared with k6"
         " and other work: read the ratios, not the absolute numbers.",

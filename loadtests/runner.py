@@ -694,6 +694,21 @@ def probe_servers(stack: Stack) -> dict[str, Any]:
     return found
 
 
+def machine_description() -> str:
+    """`Intel(R) Xeon(R) Processor, 2 cores, 23.5 GB RAM, Linux 6.1`: where figures come from."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    memory = psutil.virtual_memory().total / 2**30
+    return (
+        f"{model}, {os.cpu_count()} cores, {memory:.1f} GB RAM, "
+        f"{platform.system()} {platform.release()}"
+    )
+
+
 def finish_compare(meta: dict[str, Any], out: Path, reports: Path) -> int:
     """`make compare`: write compare.md and compare.html and print the claims table; the run
     succeeds when the report has figures (crossed thresholds are in the report, not the exit)."""
@@ -747,6 +762,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stack = Stack(backend, admin_url, redis_url, root)
     with started(stack, services, "read" in scenarios):
         meta["features"] = probe_servers(stack)
+        meta["machine"] = machine_description()
         meta["loc"] = claims.lines_of_code()
         began = time.monotonic()
         for number, run in enumerate(runs, 1):
