@@ -656,7 +656,7 @@ def charts(found: Results) -> list[Chart]:
                 cell = table.get((scenario, size, target))
                 if cell is None:
                     continue
-                name = f"{label} {LABELS[target]}"
+                name = f"{label} · {LABELS[target]}"
                 latency_groups.append(name)
                 for stat in ("p50", "p95", "p99"):
                     if cell.get(stat) is not None:
@@ -754,8 +754,8 @@ def _nice_top(value: float) -> float:
 
 
 def svg(chart: Chart) -> str:
-    width, height = 620, 320
-    left, right, top, bottom = 64, 16, 40, 70
+    width, height = 620, 330
+    left, right, top, bottom = 64, 16, 40, 80
     plot_w, plot_h = width - left - right, height - top - bottom
     peak = _nice_top(max(chart.values.values(), default=0.0))
     parts = [
@@ -792,10 +792,18 @@ def svg(chart: Chart) -> str:
                 f"<title>{esc(group_name)} {esc(LABELS.get(series, series))}: "
                 f"{value:,.{chart.digits}f} {esc(chart.unit)}</title></rect>"
             )
-        parts.append(
-            f'<text x="{left + g * slot + slot / 2:.1f}" y="{top + plot_h + 16}" '
-            f'class="group">{esc(group_name)}</text>'
+            if chart.bars <= 8:  # few bars: each carries its figure
+                parts.append(
+                    f'<text x="{x + bar_w / 2 - 1:.1f}" y="{top + plot_h - h - 4:.1f}" '
+                    f'class="value">{value:,.{chart.digits}f}</text>'
+                )
+        # "100 VUs · Flask bare": the size on one line, the server below it
+        label_x = left + g * slot + slot / 2
+        lines = "".join(
+            f'<tspan x="{label_x:.1f}" dy="{0 if n == 0 else 13}">{esc(part)}</tspan>'
+            for n, part in enumerate(group_name.split(" · "))
         )
+        parts.append(f'<text y="{top + plot_h + 16}" class="group">{lines}</text>')
     parts.append(
         f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}"'
         ' class="axis"/>'
@@ -830,6 +838,7 @@ svg .title { font-size: 14px; font-weight: 600; }
 svg .tick { font-size: 11px; text-anchor: end; fill: #555; }
 svg .group { font-size: 11px; text-anchor: middle; fill: #333; }
 svg .legend { font-size: 12px; fill: #333; }
+svg .value { font-size: 10px; text-anchor: middle; fill: #333; }
 svg .grid { stroke: #eee; }
 svg .axis { stroke: #888; }
 """
