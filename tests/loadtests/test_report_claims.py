@@ -260,3 +260,50 @@ def test_readme_block_between_the_markers(
 def test_the_repository_readme_has_the_markers() -> None:
     text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     assert text.count("<!-- compare:begin -->") == 1 and text.count("<!-- compare:end -->") == 1
+
+
+def test_export_figures_in_the_report(report: ModuleType, recorded: Any) -> None:
+    """The runner's `export` record (schema in loadtests/README.md) becomes a table, two charts
+    and the export targets."""
+    meta = copy.deepcopy(recorded.meta)
+    meta["export"] = {
+        "flask": {
+            "items": 100000,
+            "lines": 100000,
+            "bytes": 21000000,
+            "seconds": 4.0,
+            "items_per_second": 25000.0,
+            "ttfb_seconds": 0.05,
+            "rss_before_mb": 180.0,
+            "rss_peak_mb": 190.5,
+            "rss_growth_mb": 10.5,
+            "status": 200,
+            "error": None,
+        },
+        "fastapi": {
+            "items": 100000,
+            "lines": 61000,
+            "bytes": 13000000,
+            "seconds": 2.0,
+            "items_per_second": 30500.0,
+            "ttfb_seconds": 0.02,
+            "rss_before_mb": 200.0,
+            "rss_peak_mb": 230.0,
+            "rss_growth_mb": 30.0,
+            "status": 200,
+            "error": "the connection closed after 61000 lines",
+        },
+    }
+    found = report.results(meta, RECORDED)
+    charts = {chart.id: chart for chart in report.charts(found)}
+    assert charts["export-rate"].values == {
+        ("export", "flask"): 25000.0,
+        ("export", "fastapi"): 30500.0,
+    }
+    assert charts["export-rss"].values[("export", "fastapi")] == 30.0
+    text = report.render(meta, RECORDED)
+    assert "## Export of 100,000 items" in text
+    assert "| 25,000 | 50 | 180.0 | 190.5 | 10.5 |" in text
+    assert verdict(found.targets, "Flask: export").holds == "yes"
+    fastapi = verdict(found.targets, "FastAPI: export")
+    assert fastapi.holds == "no" and "61,000 of 100,000 lines" in fastapi.measured
