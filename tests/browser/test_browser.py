@@ -110,6 +110,17 @@ def load_report() -> Any:
     return load("report")
 
 
+def test_requests_off_this_machine_are_refused(page: tuple[Any, Refusals], tmp_path: Path) -> None:
+    """The guard the other checks rely on: a remote asset is refused and written down."""
+    opened, refusals = page
+    remote = "http://example.com/pixel.png"
+    local = tmp_path / "remote.html"
+    local.write_text(f'<!doctype html><img src="{remote}" alt="">', encoding="utf-8")
+    opened.goto(local.as_uri())
+    opened.wait_for_load_state("load")
+    assert refusals.refused == [remote]
+
+
 # Per drawn chart: its id, rendered size, and per bar (group, series, value, rendered height).
 DRAWN_CHARTS = """() => Array.from(document.querySelectorAll('svg.chart')).map(svg => {
   const box = svg.getBoundingClientRect();
