@@ -43,11 +43,11 @@ env: $(STAMP)
 # COMPARE_USERS, each scenario once per size (COMPARE_REPEAT) with a COMPARE_DURATION window, then
 # the 100,000-item export; PostgreSQL / Redis when DATABASE_URL / REDIS_URL are set, the embedded
 # default otherwise. Writes reports/compare.md + reports/compare.html and prints the table. Budget
-# on 2 cores: 20 k6 runs x (8 s window + 2 s preparation + up to 10 s graceful stop for streams and
-# jobs + seeding/bare-app start) ~ 7 minutes, plus server start and the export: under 10 minutes.
+# on 2 cores: 20 k6 runs x (6 s window + 2 s preparation + up to 10 s graceful stop for streams and
+# jobs + seeding / bare-app start) ~ 6-7 minutes, server start ~1 minute, the two exports ~1 minute.
 COMPARE_USERS ?= 100,1000
 COMPARE_REPEAT ?= 1
-COMPARE_DURATION ?= 8s
+COMPARE_DURATION ?= 6s
 compare: $(STAMP)
 	$(BIN)/python loadtests/runner.py --compare --users $(COMPARE_USERS) --repeat $(COMPARE_REPEAT) \
 		--duration $(COMPARE_DURATION) $(BENCH_ARGS)
