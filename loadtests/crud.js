@@ -7,7 +7,7 @@ import { settings, options as makeOptions } from './lib/config.js';
 import { API, account as vuAccount, createItem, phaseNow, tags, thinkTime, waitForStart } from './lib/api.js';
 import { makeSummary } from './lib/summary.js';
 
-const cfg = settings();
+const cfg = settings(__ENV, 'crud');
 const OPS = ['read', 'list', 'create', 'update', 'delete'];
 const START_ITEMS = 5;
 

@@ -10,7 +10,7 @@ import { settings, options as makeOptions } from './lib/config.js';
 import { API, account as vuAccount, createItem, itemBody, phaseNow, tags, thinkTime, waitForStart } from './lib/api.js';
 import { makeSummary } from './lib/summary.js';
 
-const cfg = settings();
+const cfg = settings(__ENV, 'stream');
 const EXPORT_ITEMS = Number(__ENV.EXPORT_ITEMS || 10);
 const SSE_JOB = __ENV.SSE_JOB || 'items_report';
 const SSE_SHARE = Number(__ENV.SSE_SHARE || 0.5);
