@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -715,6 +716,28 @@ def k6_environment(run: Run, stack: Stack, summary: Path, options: argparse.Name
     return env
 
 
+WARM_UP_CONCURRENCY = 48
+WARM_UP_ROUNDS = 3
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def warm_up(url: str, headers: dict[str, str]) -> None:
+    """Concurrent reads before a measured run: every worker opens its pooled connections (a
+    cold pool opens them under the first burst, and a connect that waits behind a thousand
+    busy requests can exceed its timeout) and imports what it imports lazily."""
+
+    def read(_number: int) -> None:
+        with httpx.Client(timeout=30.0) as http:
+            for _ in range(WARM_UP_ROUNDS):
+                http.get(url, headers=headers).raise_for_status()
+
+    with ThreadPoolExecutor(WARM_UP_CONCURRENCY) as pool:
+        list(pool.map(read, range(WARM_UP_CONCURRENCY)))
+
+
 def execute(
     k6: str, run: Run, stack: Stack, out: Path, options: argparse.Namespace
 ) -> dict[str, Any]:
@@ -723,11 +746,11 @@ def execute(
     bare = stack.bare.get(run.service) if run.target.endswith("-bare") else None
     if bare is not None:
         bare.start()
-        # Its pool and lazy imports warm up before the measured run, as the template's did.
-        item_id, _token = stack.fixtures[run.service]
-        with httpx.Client(timeout=10.0) as http:
-            for _ in range(20):
-                http.get(f"{bare.base_url}/bare/items/{item_id}").raise_for_status()
+    item_id, token = stack.fixtures[run.service]
+    if bare is not None:
+        warm_up(f"{bare.base_url}/bare/items/{item_id}", {})
+    else:
+        warm_up(f"{stack.base_url(run.target)}/api/v1/items/{item_id}", bearer(token))
     try:
         return _execute(k6, run, stack, summary, env)
     finally:
