@@ -166,6 +166,12 @@ def wanted_files(vus: int) -> int:
     return vus * 2 + 1024
 
 
+def worker_connections(vus: int, workers: int | None = None) -> int:
+    """gevent connections per gunicorn worker for `vus` held connections, with a fifth spare."""
+    count = workers or int(os.environ.get("WEB_CONCURRENCY", "2"))
+    return max(1000, -(-vus * 6 // 5) // max(count, 1))
+
+
 def raise_nofile(wanted: int) -> tuple[int, int]:
     """Raise the soft limit on open files toward `wanted` (at most the hard limit)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -898,7 +904,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for run in runs:
             print(run.name)
         return 0
-    soft, _hard = raise_nofile(wanted_files(max(size_vus(size) for size in sizes)))
+    most = max(size_vus(size) for size in sizes)
+    soft, _hard = raise_nofile(wanted_files(most))
+    # gunicorn's gevent worker takes at most worker_connections connections; every VU holds one
+    # (keep-alive), so past 1,000 per worker the rest would wait unaccepted. Unless set, enough
+    # for the largest size (the contract's default, 1,000, below that).
+    os.environ.setdefault("GUNICORN_WORKER_CONNECTIONS", str(worker_connections(most)))
     k6, k6_version = find_k6()
     admin_url = os.environ.get("DATABASE_URL") or None
     redis_url = os.environ.get("REDIS_URL") or None

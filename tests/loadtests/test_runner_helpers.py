@@ -205,3 +205,9 @@ def test_export_figures(runner: ModuleType) -> None:
     )
     assert found["ttfb_seconds"] == 0.05
     assert runner.export_figures(10, 0, 0, 0.0, None, mb, mb)["items_per_second"] is None
+
+
+def test_worker_connections_hold_every_vu(runner: ModuleType) -> None:
+    assert runner.worker_connections(100, 2) == 1000  # the contract's default below that
+    assert runner.worker_connections(10_000, 2) == 6000
+    assert runner.worker_connections(10_000, 4) == 3000
