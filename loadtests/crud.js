@@ -49,7 +49,7 @@ export default function (data) {
       const id = createItem(cfg, account, made++, 'prep');
       if (id) ids.push(id);
     }
-    waitForStart(data.startAt, began);
+    waitForStart(data.startAt, began, cfg.think);
   }
   const phase = phaseNow(data.startAt);
   let op = pick(Math.random());

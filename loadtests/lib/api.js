@@ -79,13 +79,16 @@ export function createItem(cfg, account, n, phase) {
   return answer.status === 201 ? answer.json('id') : null;
 }
 
-// Before the measured window starts every VU waits for the common start time from setup().
+// Before the measured window starts every VU waits for the common start time from setup(),
+// then for a random part of one think time (`spread` seconds): in steady state each VU is
+// somewhere in its cycle, so the window opens at the offered rate instead of with every VU's
+// first request at the same instant (10,000 at once overflow the listen backlog).
 // `began` is when the VU started preparing.
-export function waitForStart(startAt, began) {
+export function waitForStart(startAt, began, spread = 0) {
   const now = Date.now();
   prepDuration.add(now - began);
   lateVus.add(now > startAt ? 1 : 0);
-  const wait = (startAt - now) / 1000;
+  const wait = (startAt - now) / 1000 + Math.random() * spread;
   if (wait > 0) sleep(wait);
 }
 
