@@ -49,7 +49,7 @@ export default function (data) {
       const id = createItem(cfg, account, made++, 'prep');
       if (id) ids.push(id);
     }
-    waitForStart(data.startAt, began, cfg.think);
+    waitForStart(data.startAt, began, cfg.think, cfg.baseUrl);
   }
   const phase = phaseNow(data.startAt);
   let op = pick(Math.random());

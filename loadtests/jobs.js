@@ -49,7 +49,7 @@ export default function (data) {
   if (!account) {
     const began = Date.now();
     account = vuAccount(cfg, data.runId);
-    waitForStart(data.startAt, began, cfg.think);
+    waitForStart(data.startAt, began, cfg.think, cfg.baseUrl);
   }
   const phase = phaseNow(data.startAt);
   const body = jobRequest(turn++, IMPORT_SIZE);

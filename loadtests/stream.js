@@ -104,7 +104,7 @@ export default function (data) {
     const began = Date.now();
     account = vuAccount(cfg, data.runId);
     for (let i = account.items.length; i < EXPORT_ITEMS; i++) createItem(cfg, account, i, 'prep');
-    waitForStart(data.startAt, began, cfg.think);
+    waitForStart(data.startAt, began, cfg.think, cfg.baseUrl);
   }
   const phase = phaseNow(data.startAt);
   if (Math.random() < SSE_SHARE) subscribeOnce(phase);
