@@ -10,10 +10,13 @@ SERVICE_DIRS := flask_service fastapi_service
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help env compare conformance test lint unit suite deploy-check bench k8s-loadtest k6-merge up clean
+.PHONY: help env compare compare-suite conformance test lint unit suite deploy-check bench k8s-loadtest \
+	k6-merge up clean
 
 help:
-	@echo "make compare  run the shared suite against both services, print the Flask/FastAPI table"
+	@echo "make compare  k6 comparison of both services (+ bare apps) at 100 and 1,000 users (COMPARE_USERS),"
+	@echo "              ~10 min: reports/compare.md + compare.html (charts, the article's claims), prints the table"
+	@echo "make compare-suite  the functional suite's per-operation Flask/FastAPI table (not a benchmark)"
 	@echo "make test     everything: lint + type checks, each service's unit tests, the shared suite"
 	@echo "make lint     ruff check, ruff format --check and mypy in each service and in tests/"
 	@echo "make unit     each service's own tests, from its folder"
@@ -41,9 +44,24 @@ $(STAMP): $(BIN)/python flask_service/pyproject.toml fastapi_service/pyproject.t
 
 env: $(STAMP)
 
+# The k6 comparison (loadtests/runner.py --compare): both services + a bare app per framework at
+# COMPARE_USERS, each scenario once per size (COMPARE_REPEAT) with a COMPARE_DURATION window, then
+# the 100,000-item export; PostgreSQL / Redis when DATABASE_URL / REDIS_URL are set, the embedded
+# default otherwise. Writes reports/compare.md + reports/compare.html and prints the table. Budget
+# on 2 cores: 20 k6 runs x (6 s window + 2 s preparation + up to 10 s graceful stop for streams and
+# jobs + seeding / bare-app start) ~ 6-7 minutes, server start ~1 minute, the two exports ~1 minute.
+COMPARE_USERS ?= 100,1000
+COMPARE_REPEAT ?= 1
+COMPARE_DURATION ?= 6s
 compare: $(STAMP)
+	$(BIN)/python loadtests/runner.py --compare --users $(COMPARE_USERS) --repeat $(COMPARE_REPEAT) \
+		--duration $(COMPARE_DURATION) $(BENCH_ARGS)
+
+# The functional suite's side-by-side table (pytest --compare-report): per contract operation,
+# tests passed/failed, statuses seen, median latency of the behaviour tests (not a benchmark).
+compare-suite: $(STAMP)
 	$(BIN)/python -m pytest tests --compare-report -q --ignore=tests/conformance --ignore=tests/deploy \
-		$(PYTEST_ARGS)
+		--ignore=tests/browser $(PYTEST_ARGS)
 
 # Schemathesis (all phases, all checks), spec drift and the differential run with the deep budget
 # against both services on PostgreSQL; the quick budget of the same tests runs inside `make suite`.
@@ -74,7 +92,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check --config tests/ruff.toml loadtests || status=1; \
 	$(BIN)/ruff format --check --config tests/ruff.toml loadtests || status=1; \
 	(cd loadtests && MYPYPATH=../tests ../$(BIN)/mypy --config-file ../tests/mypy.ini runner.py report.py \
-		merge.py collector.py k8s_run.py seed.py bare) \
+		claims.py merge.py collector.py k8s_run.py seed.py bare) \
 		|| status=1; \
 	exit $$status
 

@@ -7,7 +7,7 @@ import { settings, options as makeOptions } from './lib/config.js';
 import { API, account as vuAccount, createItem, phaseNow, tags, thinkTime, waitForStart } from './lib/api.js';
 import { makeSummary } from './lib/summary.js';
 
-const cfg = settings();
+const cfg = settings(__ENV, 'crud');
 const OPS = ['read', 'list', 'create', 'update', 'delete'];
 const START_ITEMS = 5;
 
@@ -49,7 +49,7 @@ export default function (data) {
       const id = createItem(cfg, account, made++, 'prep');
       if (id) ids.push(id);
     }
-    waitForStart(data.startAt, began);
+    waitForStart(data.startAt, began, cfg.think, cfg.baseUrl);
   }
   const phase = phaseNow(data.startAt);
   let op = pick(Math.random());

@@ -10,7 +10,7 @@ import { settings, options as makeOptions } from './lib/config.js';
 import { API, TERMINAL, account as vuAccount, itemBody, phaseNow, tags, thinkTime, waitForStart } from './lib/api.js';
 import { makeSummary } from './lib/summary.js';
 
-const cfg = settings();
+const cfg = settings(__ENV, 'jobs');
 const IMPORT_SIZE = Number(__ENV.IMPORT_SIZE || 50);
 const POLL_FIRST = Number(__ENV.POLL_FIRST || 0.1);
 const POLL_MAX = Number(__ENV.POLL_MAX || 2);
@@ -23,7 +23,7 @@ export const options = makeOptions(
   cfg,
   ['submit', 'poll'],
   {
-    job_latency: [`p(95)<${cfg.p95 * 10}`, `p(99)<${cfg.p99 * 10}`],
+    job_latency: [`p(95)<${cfg.jobP95}`, `p(99)<${cfg.jobP99}`],
     'job_latency{kind:import_items}': ['p(95)>=0'],
     'job_latency{kind:items_report}': ['p(95)>=0'],
     job_succeeded: [`rate>${1 - cfg.failed}`],
@@ -49,7 +49,7 @@ export default function (data) {
   if (!account) {
     const began = Date.now();
     account = vuAccount(cfg, data.runId);
-    waitForStart(data.startAt, began);
+    waitForStart(data.startAt, began, cfg.think, cfg.baseUrl);
   }
   const phase = phaseNow(data.startAt);
   const body = jobRequest(turn++, IMPORT_SIZE);

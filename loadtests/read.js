@@ -1,5 +1,6 @@
 // read: the same one-row read, on the template (GET /api/v1/items/{id} with a bearer token) or
-// on a bare app (GET /bare/items/{id}, no auth, no middleware): the template's cost as a ratio.
+// on a bare app (GET /bare/items/{id}, no auth, no middleware): the template's cost as a ratio
+// of throughputs at saturation.
 // The runner creates the item and passes ITEM_ID (and TOKEN for the template).
 //   k6 run -e BASE_URL=... -e TARGET=template|bare -e ITEM_ID=... -e TOKEN=... loadtests/read.js
 import http from 'k6/http';
@@ -8,7 +9,10 @@ import { settings, options as makeOptions } from './lib/config.js';
 import { tags, thinkTime } from './lib/api.js';
 import { makeSummary } from './lib/summary.js';
 
-const cfg = { ...settings(), prep: Number(__ENV.PREP || 0) };
+// No think time unless THINK is given: every VU sends its next read as soon as the answer is
+// in, so the server runs saturated and requests per second are its throughput (the template /
+// bare ratio is a ratio of throughputs; with think time both would just serve the offered rate).
+const cfg = { ...settings(__ENV, 'read'), prep: Number(__ENV.PREP || 0), think: Number(__ENV.THINK || 0) };
 const TARGET = __ENV.TARGET || 'template';
 const ITEM_ID = __ENV.ITEM_ID || '';
 const TOKEN = __ENV.TOKEN || '';

@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ REPO_ROOT = HERE.parent
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 sys.path.insert(0, str(HERE))
 
+import claims  # noqa: E402
 import report  # noqa: E402
 from seed import access_token, seed_rows  # noqa: E402 - the account writer, shared with k8s
 
@@ -62,6 +64,7 @@ TUNING = (
     "GUNICORN_WORKER_CONNECTIONS",
     "DB_POOL_SIZE",
     "DB_MAX_OVERFLOW",
+    "DB_POOL_TIMEOUT",
     "CELERY_CONCURRENCY",
     "LOG_LEVEL",
 )
@@ -164,6 +167,12 @@ def wanted_files(vus: int) -> int:
     return vus * 2 + 1024
 
 
+def worker_connections(vus: int, workers: int | None = None) -> int:
+    """gevent connections per gunicorn worker for `vus` held connections, with a fifth spare."""
+    count = workers or int(os.environ.get("WEB_CONCURRENCY", "2"))
+    return max(1000, -(-vus * 6 // 5) // max(count, 1))
+
+
 def raise_nofile(wanted: int) -> tuple[int, int]:
     """Raise the soft limit on open files toward `wanted` (at most the hard limit)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -190,6 +199,29 @@ def _clock(seconds: float) -> str:
 
 def size_vus(size: str) -> int:
     return 5 if size == "smoke" else int(size)
+
+
+QUIET_LEVELS = ("INFO", "DEBUG")
+PROBLEM_LINES_KEPT = 5000
+
+
+def problem_lines(lines: Sequence[str], limit: int = PROBLEM_LINES_KEPT) -> list[str]:
+    """The lines of a server or worker log worth keeping: everything but INFO/DEBUG records
+    (JSON lines by their `level`, Celery's `[time: LEVEL/process]` lines by theirs; any other
+    line, e.g. a traceback's, is kept). At most `limit`, the first ones."""
+    kept = []
+    for line in lines:
+        if not line.strip():
+            continue
+        level = harness._json_level(line)
+        if not level:
+            found = harness._CELERY_LINE.match(line)
+            level = found.group("level") if found else ""
+        if level not in QUIET_LEVELS:
+            kept.append(line)
+            if len(kept) >= limit:
+                break
+    return kept
 
 
 # --- resources -----------------------------------------------------------------------------------
@@ -460,17 +492,32 @@ class Stack:
                 # hold PostgreSQL connections all bench long (max_connections is shared).
                 self.bare[service] = bare
 
-    def stop(self) -> None:
+    def stop(self, logs: Path | None = None) -> None:
         for seeder in self.seeders.values():
             seeder.close()
         for bare in self.bare.values():
             bare.stop()
         for server in self.servers.values():
             server.stop()
+        if logs is not None:
+            self.keep_problems(logs)
         if self.admin_url:
             for url in self.databases:
                 with contextlib.suppress(Exception):
                     harness.drop_database(self.admin_url, url)
+
+    def keep_problems(self, logs: Path) -> None:
+        """Warnings, errors and tracebacks of every server and worker, into `logs/` (the work
+        directories are deleted at the end; a 503 or a crash should be explainable after)."""
+        logs.mkdir(parents=True, exist_ok=True)
+        for service, server in self.servers.items():
+            sources = {"server": (server.stdout_path, server.stderr_path)}
+            if server.worker is not None:
+                sources["worker"] = (server.worker.stdout_path, server.worker.stderr_path)
+            for part, paths in sources.items():
+                kept = problem_lines(harness._log_lines(*paths))
+                target = logs / f"{service}-{part}.problems.log"
+                target.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
 
     def base_url(self, target: str) -> str:
         if target.endswith("-bare"):
@@ -487,6 +534,106 @@ class Stack:
         if server.worker is not None:
             roots["worker"] = server.worker.pid
         return roots
+
+
+# --- the export measurement ---------------------------------------------------------------------
+
+EXPORT_ITEMS = 100_000
+EXPORT_SAMPLE_SECONDS = 0.05
+EXPORT_TIMEOUT_SECONDS = 300.0
+
+
+class RssWatch(threading.Thread):
+    """Peak RSS of a process tree, sampled every 0.05 s while something runs."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.stop_event = threading.Event()
+        self.before = harness.tree_rss(pid)
+        self.peak = self.before
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            self.peak = max(self.peak, harness.tree_rss(self.pid))
+            self.stop_event.wait(EXPORT_SAMPLE_SECONDS)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join()
+        self.peak = max(self.peak, harness.tree_rss(self.pid))
+
+
+def export_figures(
+    items: int, lines: int, size: int, seconds: float, ttfb: float | None, before: int, peak: int
+) -> dict[str, Any]:
+    """The `export` entry of runs.json for one service (loadtests/README.md)."""
+    mb = 2**20
+    return {
+        "items": items,
+        "lines": lines,
+        "bytes": size,
+        "seconds": round(seconds, 3),
+        "items_per_second": round(lines / seconds, 1) if seconds > 0 else None,
+        "ttfb_seconds": None if ttfb is None else round(ttfb, 3),
+        "rss_before_mb": round(before / mb, 1),
+        "rss_peak_mb": round(peak / mb, 1),
+        "rss_growth_mb": round((peak - before) / mb, 1),
+    }
+
+
+def measure_export(stack: Stack, service: str, items: int) -> dict[str, Any]:
+    """One account with `items` items (written straight into the database) exports them through
+    the API; items/s and the growth of the server's RSS (master + web workers) while it streams."""
+    server = stack.servers[service]
+    assert server.process is not None
+    pool = stack.seeders[service].accounts(1, items, f"export-{secrets.token_hex(3)}")
+    token = pool[0]["token"]
+    watch = RssWatch(server.process.pid)
+    lines = size = 0
+    ttfb: float | None = None
+    status: int | None = None
+    error: str | None = None
+    began = time.perf_counter()
+    watch.start()
+    try:
+        with (
+            httpx.Client(base_url=server.base_url, timeout=EXPORT_TIMEOUT_SECONDS) as http,
+            http.stream(
+                "GET", "/api/v1/items/export", headers={"Authorization": f"Bearer {token}"}
+            ) as answer,
+        ):
+            status = answer.status_code
+            for chunk in answer.iter_bytes():
+                if ttfb is None:
+                    ttfb = time.perf_counter() - began
+                lines += chunk.count(b"\n")
+                size += len(chunk)
+    except httpx.HTTPError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    seconds = time.perf_counter() - began
+    watch.stop()
+    if error is None and status != 200:
+        error = f"status {status}"
+    elif error is None and lines != items:
+        error = f"{lines} lines for {items} items"
+    figures = export_figures(items, lines, size, seconds, ttfb, watch.before, watch.peak)
+    return {**figures, "status": status, "error": error}
+
+
+def export_all(stack: Stack, services: Sequence[str], items: int) -> dict[str, Any]:
+    """The export measurement for every service, in the order given (runs.json `export`)."""
+    found: dict[str, Any] = {}
+    for service in services:
+        print(f"\nbench: exporting {items:,} items from {service}", flush=True)
+        found[service] = figures = measure_export(stack, service, items)
+        error = f", {figures['error']}" if figures["error"] else ""
+        print(
+            f"bench: {service} export: {figures['items_per_second']} items/s in"
+            f" {figures['seconds']} s, RSS +{figures['rss_growth_mb']} MB{error}",
+            flush=True,
+        )
+    return found
 
 
 # --- running k6 ----------------------------------------------------------------------------------
@@ -534,6 +681,28 @@ def k6_environment(run: Run, stack: Stack, summary: Path, options: argparse.Name
     return env
 
 
+WARM_UP_CONCURRENCY = 48
+WARM_UP_ROUNDS = 3
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def warm_up(url: str, headers: dict[str, str]) -> None:
+    """Concurrent reads before a measured run: every worker opens its pooled connections (a
+    cold pool opens them under the first burst, and a connect that waits behind a thousand
+    busy requests can exceed its timeout) and imports what it imports lazily."""
+
+    def read(_number: int) -> None:
+        with httpx.Client(timeout=30.0) as http:
+            for _ in range(WARM_UP_ROUNDS):
+                http.get(url, headers=headers).raise_for_status()
+
+    with ThreadPoolExecutor(WARM_UP_CONCURRENCY) as pool:
+        list(pool.map(read, range(WARM_UP_CONCURRENCY)))
+
+
 def execute(
     k6: str, run: Run, stack: Stack, out: Path, options: argparse.Namespace
 ) -> dict[str, Any]:
@@ -542,11 +711,11 @@ def execute(
     bare = stack.bare.get(run.service) if run.target.endswith("-bare") else None
     if bare is not None:
         bare.start()
-        # Its pool and lazy imports warm up before the measured run, as the template's did.
-        item_id, _token = stack.fixtures[run.service]
-        with httpx.Client(timeout=10.0) as http:
-            for _ in range(20):
-                http.get(f"{bare.base_url}/bare/items/{item_id}").raise_for_status()
+    item_id, token = stack.fixtures[run.service]
+    if bare is not None:
+        warm_up(f"{bare.base_url}/bare/items/{item_id}", {})
+    else:
+        warm_up(f"{stack.base_url(run.target)}/api/v1/items/{item_id}", bearer(token))
     try:
         return _execute(k6, run, stack, summary, env)
     finally:
@@ -624,16 +793,64 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vus", type=int, default=int(os.environ.get("VUS", "0") or 0))
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports")
     parser.add_argument("--plan", action="store_true", help="print the runs and exit")
+    parser.add_argument(
+        "--export-items",
+        type=int,
+        default=int(os.environ.get("EXPORT_ITEMS", str(EXPORT_ITEMS))),
+        help="items in the export measurement (0: none)",
+    )
+    parser.add_argument(
+        "--compare", action="store_true", help="make compare: also compare.html, print the claims"
+    )
     return parser.parse_args(argv)
 
 
 @contextlib.contextmanager
-def started(stack: Stack, services: Sequence[str], with_bare: bool) -> Iterator[Stack]:
+def started(
+    stack: Stack, services: Sequence[str], with_bare: bool, logs: Path | None = None
+) -> Iterator[Stack]:
     try:
         stack.start(services, with_bare)
         yield stack
     finally:
-        stack.stop()
+        stack.stop(logs)
+
+
+# --- report hooks (helper "report"): what the report needs from the running servers ------------
+
+
+def probe_servers(stack: Stack) -> dict[str, Any]:
+    """Each running service's answer to a malformed body and its docs pages (claims.probe)."""
+    found = {}
+    for service, server in stack.servers.items():
+        _item_id, token = stack.fixtures[service]
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            found[service] = claims.probe(server.base_url, token)
+    return found
+
+
+def machine_description() -> str:
+    """`Intel(R) Xeon(R) Processor, 2 cores, 23.5 GB RAM, Linux 6.1`: where figures come from."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    memory = psutil.virtual_memory().total / 2**30
+    return (
+        f"{model}, {os.cpu_count()} cores, {memory:.1f} GB RAM, "
+        f"{platform.system()} {platform.release()}"
+    )
+
+
+def finish_compare(meta: dict[str, Any], out: Path, reports: Path) -> int:
+    """`make compare`: write compare.md and compare.html and print the claims table; the run
+    succeeds when the report has figures (crossed thresholds are in the report, not the exit)."""
+    written = report.write_reports(meta, out, reports)
+    print("\n" + report.terminal_table(meta, out))
+    print("\n" + "\n".join(f"compare: wrote {path}" for path in written))
+    return 0 if any(run.get("summary") for run in meta["runs"]) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -646,7 +863,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for run in runs:
             print(run.name)
         return 0
-    soft, _hard = raise_nofile(wanted_files(max(size_vus(size) for size in sizes)))
+    most = max(size_vus(size) for size in sizes)
+    soft, _hard = raise_nofile(wanted_files(most))
+    # gunicorn's gevent worker takes at most worker_connections connections; every VU holds one
+    # (keep-alive), so past 1,000 per worker the rest would wait unaccepted. Unless set, enough
+    # for the largest size (the contract's default, 1,000, below that).
+    os.environ.setdefault("GUNICORN_WORKER_CONNECTIONS", str(worker_connections(most)))
     k6, k6_version = find_k6()
     admin_url = os.environ.get("DATABASE_URL") or None
     redis_url = os.environ.get("REDIS_URL") or None
@@ -678,7 +900,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"bench: {len(runs)} runs, k6 {parse_version(k6_version)}, {backend}, out {out}")
     root = Path(tempfile.mkdtemp(prefix="bench-"))
     stack = Stack(backend, admin_url, redis_url, root)
-    with started(stack, services, "read" in scenarios):
+    with started(stack, services, "read" in scenarios, out / "logs"):
+        meta["features"] = probe_servers(stack)
+        meta["machine"] = machine_description()
+        meta["loc"] = claims.lines_of_code()
+        # First, on fresh servers: the RSS growth is the export's, not left over from k6 runs.
+        if options.export_items > 0:
+            meta["export"] = export_all(stack, services, options.export_items)
         began = time.monotonic()
         for number, run in enumerate(runs, 1):
             progress = eta(began, number - 1, len(runs))
@@ -694,6 +922,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 flush=True,
             )
     shutil.rmtree(root, ignore_errors=True)
+    if options.compare:
+        return finish_compare(meta, out, options.out)
     target = options.out / "compare.md"
     target.write_text(report.render(meta, out), encoding="utf-8")
     print(f"\nbench: wrote {target} (raw k6 JSON in {out})")

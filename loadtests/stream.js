@@ -10,7 +10,7 @@ import { settings, options as makeOptions } from './lib/config.js';
 import { API, account as vuAccount, createItem, itemBody, phaseNow, tags, thinkTime, waitForStart } from './lib/api.js';
 import { makeSummary } from './lib/summary.js';
 
-const cfg = settings();
+const cfg = settings(__ENV, 'stream');
 const EXPORT_ITEMS = Number(__ENV.EXPORT_ITEMS || 10);
 const SSE_JOB = __ENV.SSE_JOB || 'items_report';
 const SSE_SHARE = Number(__ENV.SSE_SHARE || 0.5);
@@ -104,7 +104,7 @@ export default function (data) {
     const began = Date.now();
     account = vuAccount(cfg, data.runId);
     for (let i = account.items.length; i < EXPORT_ITEMS; i++) createItem(cfg, account, i, 'prep');
-    waitForStart(data.startAt, began);
+    waitForStart(data.startAt, began, cfg.think, cfg.baseUrl);
   }
   const phase = phaseNow(data.startAt);
   if (Math.random() < SSE_SHARE) subscribeOnce(phase);

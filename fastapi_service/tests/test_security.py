@@ -57,6 +57,33 @@ def test_token_round_trip_carries_the_user_id() -> None:
     assert claims["exp"] - claims["iat"] == 3600
 
 
+def test_a_checked_token_is_remembered_but_still_expires() -> None:
+    """Valid tokens are checked once per process; expiry is checked on every request."""
+    user_id = uuid.uuid4()
+    expires = int(time.time()) + 2
+    token = jwt.encode(
+        {"sub": str(user_id), "aud": "items-api", "iss": "items-service", "iat": expires - 60,
+         "exp": expires},
+        TEST_SECRET,
+        algorithm="HS256",
+    )  # fmt: skip
+    assert security.decode_access_token(token, SETTINGS) == user_id
+    hits = security._verified.cache_info().hits
+    assert security.decode_access_token(token, SETTINGS) == user_id
+    assert security._verified.cache_info().hits == hits + 1
+    time.sleep(max(0.0, expires - time.time()) + 0.05)
+    with pytest.raises(security.InvalidToken, match="expired"):
+        security.decode_access_token(token, SETTINGS)
+
+
+def test_a_remembered_token_is_refused_under_another_key() -> None:
+    token = security.create_access_token(uuid.uuid4(), SETTINGS).token
+    security.decode_access_token(token, SETTINGS)
+    other = Settings(jwt_secret="another-secret-0123456789-abcdefghijkl")
+    with pytest.raises(security.InvalidToken):
+        security.decode_access_token(token, other)
+
+
 def _token(key: str = TEST_SECRET, algorithm: str = "HS256", **claims: Any) -> str:
     now = dt.datetime.now(dt.UTC)
     payload: dict[str, Any] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 import warnings
 
@@ -13,6 +14,7 @@ from flask.testing import FlaskClient
 from conftest import TEST_SECRET, User, data, problem
 from flask_service.security import (
     InvalidToken,
+    _verified,
     create_access_token,
     decode_access_token,
     hash_password,
@@ -54,6 +56,33 @@ def test_token_round_trip() -> None:
     assert decode_access_token(token.token, SETTINGS) == user_id
     header = jwt.get_unverified_header(token.token)
     assert header["alg"] == "HS256"
+
+
+def test_a_checked_token_is_remembered_but_still_expires() -> None:
+    """Valid tokens are checked once per process; expiry is checked on every request."""
+    user_id = uuid.uuid4()
+    expires = int(time.time()) + 2
+    token = jwt.encode(
+        {"sub": str(user_id), "aud": "items-api", "iss": "items-service", "iat": expires - 60,
+         "exp": expires},
+        TEST_SECRET,
+        algorithm="HS256",
+    )  # fmt: skip
+    assert decode_access_token(token, SETTINGS) == user_id
+    hits = _verified.cache_info().hits
+    assert decode_access_token(token, SETTINGS) == user_id
+    assert _verified.cache_info().hits == hits + 1
+    time.sleep(max(0.0, expires - time.time()) + 0.05)
+    with pytest.raises(InvalidToken, match="expired"):
+        decode_access_token(token, SETTINGS)
+
+
+def test_a_remembered_token_is_refused_under_another_key() -> None:
+    token = create_access_token(uuid.uuid4(), SETTINGS).token
+    decode_access_token(token, SETTINGS)
+    other = Settings(jwt_secret="another-secret-0123456789-abcdefghijkl")
+    with pytest.raises(InvalidToken):
+        decode_access_token(token, other)
 
 
 def _other_algorithm() -> str:

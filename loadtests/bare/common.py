@@ -57,6 +57,10 @@ def max_overflow() -> int:
     return int(os.environ.get("DB_MAX_OVERFLOW", "5"))
 
 
+def pool_timeout() -> int:
+    return int(os.environ.get("DB_POOL_TIMEOUT", "30"))
+
+
 def _timestamp(value: Any) -> str:
     if isinstance(value, dt.datetime):
         stamp: dt.datetime = value if value.tzinfo else value.replace(tzinfo=dt.UTC)

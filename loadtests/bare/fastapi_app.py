@@ -15,12 +15,16 @@ from fastapi import FastAPI, HTTPException
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from .common import COLUMNS, database_url, items, max_overflow, pool_size, row_json
+from .common import COLUMNS, database_url, items, max_overflow, pool_size, pool_timeout, row_json
 
 _url = database_url()
 _options: dict[str, Any] = {}
 if not _url.startswith("sqlite"):
-    _options = {"pool_size": pool_size(), "max_overflow": max_overflow(), "pool_timeout": 10}
+    _options = {
+        "pool_size": pool_size(),
+        "max_overflow": max_overflow(),
+        "pool_timeout": pool_timeout(),
+    }
 engine = create_async_engine(_url, **_options)
 
 app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)

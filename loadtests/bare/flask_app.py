@@ -12,12 +12,16 @@ from typing import Any
 from flask import Flask, abort
 from sqlalchemy import create_engine, select
 
-from .common import COLUMNS, database_url, items, max_overflow, pool_size, row_json
+from .common import COLUMNS, database_url, items, max_overflow, pool_size, pool_timeout, row_json
 
 _url = database_url()
 _options: dict[str, Any] = {}
 if not _url.startswith("sqlite"):
-    _options = {"pool_size": pool_size(), "max_overflow": max_overflow(), "pool_timeout": 10}
+    _options = {
+        "pool_size": pool_size(),
+        "max_overflow": max_overflow(),
+        "pool_timeout": pool_timeout(),
+    }
 else:
     _options = {"connect_args": {"check_same_thread": False}}
 engine = create_engine(_url, **_options)

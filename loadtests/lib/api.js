@@ -97,13 +97,24 @@ export function createItem(cfg, account, n, phase) {
   return answer.status === 201 ? answer.json('id') : null;
 }
 
-// Before the measured window starts every VU waits for the common start time from setup().
+// Before the measured window starts every VU waits for the common start time from setup(),
+// then for a random part of one think time (`spread` seconds): in steady state each VU is
+// somewhere in its cycle, so the window opens at the offered rate instead of with every VU's
+// first request at the same instant (10,000 at once overflow the listen backlog).
 // `began` is when the VU started preparing.
-export function waitForStart(startAt, began) {
+//
+// With `baseUrl`, the VU first opens its connection at a random moment of the time left before
+// the window (GET /healthz, a `prep` request): the window then starts with every VU holding its
+// keep-alive connection, as held users do, instead of 10,000 connects in its first seconds.
+export function waitForStart(startAt, began, spread = 0, baseUrl = '') {
   const now = Date.now();
   prepDuration.add(now - began);
   lateVus.add(now > startAt ? 1 : 0);
-  const wait = (startAt - now) / 1000;
+  if (baseUrl && startAt > now) {
+    sleep((Math.random() * 0.8 * (startAt - now)) / 1000);
+    http.get(`${baseUrl}/healthz`, { tags: { ...tags('prep', 'connect'), name: 'GET /healthz' } });
+  }
+  const wait = (startAt - Date.now()) / 1000 + Math.random() * spread;
   if (wait > 0) sleep(wait);
 }
 

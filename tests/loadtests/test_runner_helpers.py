@@ -178,3 +178,36 @@ def test_bare_row_json_matches_the_contract_shape() -> None:
         "updated_at": "2026-01-02T03:04:05Z",
         "version": 3,
     }
+
+
+def test_problem_lines_keep_warnings_errors_and_tracebacks(runner: ModuleType) -> None:
+    lines = [
+        '{"level": "INFO", "message": "GET /api/v1/items 200"}',
+        '{"level": "WARNING", "message": "database unavailable: TimeoutError"}',
+        "[2026-11-28 20:21:31,645: INFO/MainProcess] Task run_job succeeded",
+        "[2026-11-28 20:21:31,645: ERROR/MainProcess] Task run_job raised",
+        "Traceback (most recent call last):",
+        "",
+        '{"level": "DEBUG", "message": "noise"}',
+    ]
+    assert runner.problem_lines(lines) == [lines[1], lines[3], lines[4]]
+    assert runner.problem_lines(lines, limit=1) == [lines[1]]
+
+
+def test_export_figures(runner: ModuleType) -> None:
+    mb = 2**20
+    found = runner.export_figures(100_000, 100_000, 26 * mb, 4.0, 0.05, 100 * mb, 112 * mb)
+    assert found["items_per_second"] == 25_000.0
+    assert (found["rss_before_mb"], found["rss_peak_mb"], found["rss_growth_mb"]) == (
+        100.0,
+        112.0,
+        12.0,
+    )
+    assert found["ttfb_seconds"] == 0.05
+    assert runner.export_figures(10, 0, 0, 0.0, None, mb, mb)["items_per_second"] is None
+
+
+def test_worker_connections_hold_every_vu(runner: ModuleType) -> None:
+    assert runner.worker_connections(100, 2) == 1000  # the contract's default below that
+    assert runner.worker_connections(10_000, 2) == 6000
+    assert runner.worker_connections(10_000, 4) == 3000

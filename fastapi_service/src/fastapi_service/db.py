@@ -55,7 +55,10 @@ def create_engine(settings: Settings) -> AsyncEngine:
     url = make_url(database_url(settings))
     if url.get_backend_name() != "sqlite":
         return create_async_engine(
-            url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+            url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout=settings.db_pool_timeout,
         )
     if url.database and url.database != ":memory:":
         settings.var_dir.mkdir(parents=True, exist_ok=True)

@@ -53,7 +53,7 @@ def create_engine(settings: Settings) -> Engine:
             url,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
-            pool_timeout=10,
+            pool_timeout=settings.db_pool_timeout,
             connect_args={"connect_timeout": 5},
         )
     if url.database and url.database != ":memory:":

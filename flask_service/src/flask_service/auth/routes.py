@@ -28,7 +28,7 @@ class AccessTokens(MethodView):
         security=[],
         responses=problems(400, 401, 405, 413, 415, 422, 429, 503),
     )
-    @blp.arguments(TokenRequest, location="form")
+    @blp.arguments(TokenRequest(), location="form")
     @blp.response(
         200,
         Token,

@@ -69,7 +69,7 @@ class Items(MethodView):
     decorators = SIGNED_IN
 
     @blp.doc(operationId="list_items", responses=problems(401, 405, 422, 429, 503))
-    @blp.arguments(ItemListArgs, location="query")
+    @blp.arguments(ItemListArgs(), location="query")
     @blp.response(200, ItemPage, description="One page of items, oldest first.")
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """List the signed-in user's items"""
@@ -85,8 +85,8 @@ class Items(MethodView):
         return {"items": items, "next_cursor": next_cursor}
 
     @blp.doc(operationId="create_item", responses=problems(400, 401, 405, 413, 415, 422, 429, 503))
-    @blp.arguments(ItemCreate)
-    @blp.arguments(IdempotencyKeyHeader, location="headers")
+    @blp.arguments(ItemCreate())
+    @blp.arguments(IdempotencyKeyHeader(), location="headers")
     @blp.response(
         201,
         Item,
@@ -106,7 +106,7 @@ class ItemsExport(MethodView):
     decorators = SIGNED_IN
 
     @blp.doc(operationId="export_items", responses=problems(401, 405, 422, 429, 503))
-    @blp.arguments(ItemExportArgs, location="query")
+    @blp.arguments(ItemExportArgs(), location="query")
     @blp.response(
         200,
         Item,
@@ -137,7 +137,7 @@ class ItemById(MethodView):
     decorators = SIGNED_IN
 
     @blp.doc(operationId="read_item", responses=problems(401, 404, 405, 422, 429, 503))
-    @blp.arguments(IfNoneMatchHeader, location="headers")
+    @blp.arguments(IfNoneMatchHeader(), location="headers")
     @blp.response(200, Item, description="The item.", headers=headers("ETag"))
     @blp.alt_response(
         304,
@@ -156,8 +156,8 @@ class ItemById(MethodView):
         operationId="replace_item",
         responses=problems(400, 401, 404, 405, 412, 413, 415, 422, 429, 503),
     )
-    @blp.arguments(ItemCreate)
-    @blp.arguments(IfMatchHeader, location="headers")
+    @blp.arguments(ItemCreate())
+    @blp.arguments(IfMatchHeader(), location="headers")
     @blp.response(200, Item, description="The replaced item.", headers=headers("ETag"))
     def put(self, body: dict[str, Any], header: dict[str, Any], item_id: str) -> Any:
         """Replace an item"""
@@ -174,8 +174,8 @@ class ItemById(MethodView):
         operationId="update_item",
         responses=problems(400, 401, 404, 405, 412, 413, 415, 422, 429, 503),
     )
-    @blp.arguments(ItemUpdate)
-    @blp.arguments(IfMatchHeader, location="headers")
+    @blp.arguments(ItemUpdate())
+    @blp.arguments(IfMatchHeader(), location="headers")
     @blp.response(200, Item, description="The updated item.", headers=headers("ETag"))
     def patch(self, body: dict[str, Any], header: dict[str, Any], item_id: str) -> Any:
         """Update some fields of an item"""
@@ -189,7 +189,7 @@ class ItemById(MethodView):
         return _with_etag(item)
 
     @blp.doc(operationId="delete_item", responses=problems(401, 404, 405, 412, 422, 429, 503))
-    @blp.arguments(IfMatchHeader, location="headers")
+    @blp.arguments(IfMatchHeader(), location="headers")
     @blp.response(204, description="The item was deleted.")
     def delete(self, header: dict[str, Any], item_id: str) -> Response:
         """Delete an item"""

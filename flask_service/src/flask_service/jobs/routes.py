@@ -80,7 +80,7 @@ class Jobs(MethodView):
     decorators = SIGNED_IN
 
     @blp.doc(operationId="list_jobs", responses=problems(401, 405, 422, 429, 503))
-    @blp.arguments(JobListArgs, location="query")
+    @blp.arguments(JobListArgs(), location="query")
     @blp.response(200, JobPage, description="One page of jobs, oldest first.")
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """List the signed-in user's jobs"""
@@ -91,7 +91,7 @@ class Jobs(MethodView):
         return {"items": jobs, "next_cursor": next_cursor}
 
     @blp.doc(operationId="create_job", responses=problems(400, 401, 405, 413, 415, 422, 429, 503))
-    @blp.arguments(JobCreate)
+    @blp.arguments(JobCreate())
     @blp.response(
         202,
         Job,
@@ -195,7 +195,7 @@ class JobEvents(MethodView):
     decorators = SIGNED_IN
 
     @blp.doc(operationId="stream_job_events", responses=problems(401, 404, 405, 422, 429, 503))
-    @blp.arguments(LastEventIdHeader, location="headers")
+    @blp.arguments(LastEventIdHeader(), location="headers")
     @blp.response(
         200,
         JobEvent,

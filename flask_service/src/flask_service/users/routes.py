@@ -24,7 +24,7 @@ class Users(MethodView):
         security=[],
         responses=problems(400, 405, 409, 413, 415, 422, 429, 503),
     )
-    @blp.arguments(UserCreate)
+    @blp.arguments(UserCreate())
     @blp.response(201, UserPublic, description="The user was created.", headers=headers("Location"))
     def post(self, body: dict[str, Any]) -> Any:
         """Register a user"""
