@@ -87,6 +87,22 @@ def test_reliability_settings(tmp_path: Path) -> None:
     assert (tmp_path / "broker" / "queue").is_dir()
 
 
+def test_redis_redelivers_after_about_the_visibility_timeout(tmp_path: Path) -> None:
+    # kombu's default sweep for expired unacknowledged messages runs about every 100 s.
+    for timeout, sweep in ((10, 2), (90, 22), (7200, 60)):
+        settings = Settings(
+            var_dir=tmp_path, redis_url=TEST_REDIS_URL, celery_visibility_timeout=timeout
+        )
+        options = make_celery(settings).conf.broker_transport_options
+        assert options["visibility_timeout"] == timeout
+        assert options["unacked_restore_interval"] == sweep
+        assert options["unacked_restore_throttle"] == 1
+    assert (
+        "unacked_restore_interval"
+        not in make_celery(Settings(var_dir=tmp_path, redis_url=None)).conf.broker_transport_options
+    )
+
+
 def test_workers_skip_broadcasts_heartbeats_only_on_the_embedded_broker(tmp_path: Path) -> None:
     embedded = worker_argv(Settings(var_dir=tmp_path, redis_url=None), concurrency=3)
     assert "--concurrency=3" in embedded

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import random
@@ -79,6 +80,7 @@ class Op:
     version: int | None = None  # the version the answer acknowledged
     key: str | None = None  # the Idempotency-Key of a create
     content_type: str = ""
+    retry_after: str | None = None  # the Retry-After header, when there is one
 
     @property
     def ok(self) -> bool:
@@ -148,6 +150,19 @@ class Verdict:
     @property
     def clean(self) -> bool:
         return not (self.lost or self.duplicates or self.resurrected)
+
+
+@dataclasses.dataclass
+class JobVerdict:
+    """Jobs submitted by the clients (`mix["job"]`), judged after the run (`check_jobs`)."""
+
+    acknowledged: int = 0  # 202 answers
+    by_status: dict[str, int] = dataclasses.field(default_factory=dict)  # their final status
+    refused_but_stored: int = 0  # jobs listed that no 202 acknowledged (a refusal that stuck)
+
+    @property
+    def succeeded(self) -> int:
+        return self.by_status.get("succeeded", 0)
 
 
 @dataclasses.dataclass
@@ -258,8 +273,12 @@ class Workload:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
-        with httpx.Client(base_url=base_url, timeout=timeout) as http:
-            accounts = accounts or [register(http, f"load{n}") for n in range(clients)]
+        if not accounts:
+            with (
+                httpx.Client(base_url=base_url, timeout=timeout) as http,
+                concurrent.futures.ThreadPoolExecutor(4) as pool,
+            ):
+                accounts = list(pool.map(lambda n: register(http, f"load{n}"), range(clients)))
         self.states = [ClientState(n, account) for n, account in enumerate(accounts)]
 
     # -- the clock and the marks ---------------------------------------------------------------
@@ -396,6 +415,7 @@ class Workload:
                 version=version,
                 key=key,
                 content_type=response.headers.get("content-type", ""),
+                retry_after=response.headers.get("retry-after"),
             )
         )
         return response
@@ -611,6 +631,40 @@ class Workload:
                 verdict.problems.append(
                     f"{known.id}: v{known.version} price {found['price']} != {known.price}"
                 )
+
+    def check_jobs(self, timeout: float = 60.0) -> JobVerdict:
+        """Wait (up to `timeout` s) for every 202-acknowledged job to finish; list each client's
+        jobs to find any that were refused (non-2xx) yet stored."""
+        verdict = JobVerdict()
+        deadline = time.monotonic() + timeout
+        statuses: collections.Counter[str] = collections.Counter()
+        with httpx.Client(base_url=self.base_url, timeout=self.timeout) as http:
+            for state in self.states:
+                verdict.acknowledged += len(state.jobs)
+                for job_id in state.jobs:
+                    while True:
+                        answer = http.get(f"{JOBS}/{job_id}", headers=state.account.auth)
+                        status = (
+                            str(answer.json()["status"])
+                            if answer.status_code == 200
+                            else f"GET {answer.status_code}"
+                        )
+                        if status not in {"queued", "running"} or time.monotonic() > deadline:
+                            break
+                        time.sleep(0.2)
+                    statuses[status] += 1
+                listed: list[str] = []
+                params: dict[str, Any] = {"limit": 100}
+                while True:
+                    page = http.get(JOBS, params=params, headers=state.account.auth)
+                    assert page.status_code == 200, f"list jobs: {page.status_code} {page.text}"
+                    listed += [str(job["id"]) for job in page.json()["items"]]
+                    if page.json()["next_cursor"] is None:
+                        break
+                    params["cursor"] = page.json()["next_cursor"]
+                verdict.refused_but_stored += len(set(listed) - set(state.jobs))
+        verdict.by_status = dict(statuses)
+        return verdict
 
     # -- figures -------------------------------------------------------------------------------
 

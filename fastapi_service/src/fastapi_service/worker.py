@@ -8,10 +8,12 @@ it to be delivered again (on Redis, once the visibility timeout has passed).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
 from celery.signals import worker_process_shutdown
+from celery.worker.consumer import Consumer as CeleryConsumer
 
 from .jobs import tasks
 from .settings import SERVICE_NAME, Settings
@@ -20,7 +22,32 @@ PING_TASK = f"{SERVICE_NAME}.ping"
 RUN_JOB_TASK = tasks.RUN_JOB_TASK
 BROKER_CONNECT_TIMEOUT_SECONDS = 1  # a down Redis fails a publish in about a second
 BROKER_SOCKET_TIMEOUT_SECONDS = 1  # the API's publishes only
+RESTORE_SWEEP_MAX_SECONDS = 60
 RESULT_BACKEND_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 1}
+
+
+logger = logging.getLogger(__name__)
+
+
+class Consumer(CeleryConsumer):
+    """Celery's consumer, made to survive a broker connection lost while a task runs.
+
+    On a lost connection Celery 5.7.0 collects the connection (kombu closes its transport) and
+    then closes it again. With a task running (acks_late: its message is unacknowledged) that
+    second close asks kombu to give the message back through the transport that is already
+    gone; the AttributeError escapes and ends the worker ("Unrecoverable error"), so no job runs
+    after Redis comes back. Skipping that give-back loses nothing: the message stays in Redis's
+    unacknowledged set and is delivered again after CELERY_VISIBILITY_TIMEOUT (a job resumes or
+    finds itself finished). The consumer then reconnects as after any lost connection.
+    """
+
+    def on_connection_error_after_connected(self, exc: Exception) -> None:
+        try:
+            super().on_connection_error_after_connected(exc)
+        except AttributeError:
+            if self.connection is not None:  # not the second close described above
+                raise
+            logger.warning("broker connection lost with a task running; it stays unacknowledged")
 
 
 def ping() -> str:
@@ -56,6 +83,13 @@ def make_celery(settings: Settings, *, publisher: bool = False) -> Celery:
     else:
         broker, backend, options = _embedded_transport(settings)
     options["visibility_timeout"] = settings.celery_visibility_timeout
+    if settings.redis_url:
+        # kombu looks for unacknowledged messages past the visibility timeout only every
+        # 10 s x 10 calls (about 100 s) by default; look every quarter of the timeout instead
+        # (at most once a minute: one ZRANGE), so a task whose worker died is delivered again
+        # within about 1.25 x CELERY_VISIBILITY_TIMEOUT.
+        sweep = min(RESTORE_SWEEP_MAX_SECONDS, max(1, settings.celery_visibility_timeout // 4))
+        options |= {"unacked_restore_interval": sweep, "unacked_restore_throttle": 1}
     app = Celery(SERVICE_NAME, broker=broker, backend=backend, set_as_current=False)
     app.conf.update(
         task_acks_late=True,
@@ -63,6 +97,7 @@ def make_celery(settings: Settings, *, publisher: bool = False) -> Celery:
         # A child that dies mid-task (OOM, SIGKILL): give its message back after 2 s, not 10.
         worker_lost_wait=2.0,
         worker_prefetch_multiplier=1,
+        worker_consumer=f"{__name__}:Consumer",  # survives a broker lost mid-task
         broker_transport_options=options,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=BROKER_CONNECT_TIMEOUT_SECONDS,
