@@ -8,12 +8,12 @@ it to be delivered again (on Redis, once the visibility timeout has passed).
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
+import redis
 from celery import Celery
 from celery.signals import worker_process_shutdown
-from celery.worker.consumer import Consumer as CeleryConsumer
+from kombu.transport import redis as kombu_redis
 
 from .jobs import tasks
 from .settings import SERVICE_NAME, Settings
@@ -26,28 +26,27 @@ RESTORE_SWEEP_MAX_SECONDS = 60
 RESULT_BACKEND_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 1}
 
 
-logger = logging.getLogger(__name__)
+class RedisChannel(kombu_redis.Channel):
+    """kombu's Redis channel, failing as a lost connection once its connection is closed.
 
-
-class Consumer(CeleryConsumer):
-    """Celery's consumer, made to survive a broker connection lost while a task runs.
-
-    On a lost connection Celery 5.7.0 collects the connection (kombu closes its transport) and
-    then closes it again. With a task running (acks_late: its message is unacknowledged) that
-    second close asks kombu to give the message back through the transport that is already
-    gone; the AttributeError escapes and ends the worker ("Unrecoverable error"), so no job runs
-    after Redis comes back. Skipping that give-back loses nothing: the message stays in Redis's
-    unacknowledged set and is delivered again after CELERY_VISIBILITY_TIMEOUT (a job resumes or
-    finds itself finished). The consumer then reconnects as after any lost connection.
+    When the broker goes away, Celery 5.7.0 closes the consumer's connection (kombu drops the
+    transport's link to it) while the channel lives on: a task still running then has its
+    acknowledgement, or the channel's give-back of unacknowledged messages, build a new Redis
+    pool from a connection that is gone, and the AttributeError ends the worker ("Unrecoverable
+    error"): no job would run after Redis comes back. As a connection error it is what kombu and
+    Celery already handle: logged, and the message stays unacknowledged in Redis, to be delivered
+    again after CELERY_VISIBILITY_TIMEOUT (a redelivered job resumes, or finds itself finished).
     """
 
-    def on_connection_error_after_connected(self, exc: Exception) -> None:
-        try:
-            super().on_connection_error_after_connected(exc)
-        except AttributeError:
-            if self.connection is not None:  # not the second close described above
-                raise
-            logger.warning("broker connection lost with a task running; it stays unacknowledged")
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        if self.connection is None or self.connection.client is None:
+            raise redis.exceptions.ConnectionError("the broker connection was closed")
+        params: dict[str, Any] = super()._connparams(asynchronous=asynchronous)
+        return params
+
+
+class RedisTransport(kombu_redis.Transport):
+    Channel = RedisChannel
 
 
 def ping() -> str:
@@ -75,6 +74,7 @@ def make_celery(settings: Settings, *, publisher: bool = False) -> Celery:
     API's app, which only sends tasks and must fail fast when the broker is down)."""
     if settings.redis_url:
         broker, backend = settings.redis_url, settings.redis_url
+        transport: str | None = f"{__name__}:RedisTransport"  # see RedisChannel
         options: dict[str, Any] = {"socket_connect_timeout": BROKER_CONNECT_TIMEOUT_SECONDS}
         if publisher:
             # The API's publish: a Redis that is down or hangs fails it within about a second
@@ -82,6 +82,7 @@ def make_celery(settings: Settings, *, publisher: bool = False) -> Celery:
             options |= {"socket_timeout": BROKER_SOCKET_TIMEOUT_SECONDS, "max_retries": 0}
     else:
         broker, backend, options = _embedded_transport(settings)
+        transport = None
     options["visibility_timeout"] = settings.celery_visibility_timeout
     if settings.redis_url:
         # kombu looks for unacknowledged messages past the visibility timeout only every
@@ -91,13 +92,14 @@ def make_celery(settings: Settings, *, publisher: bool = False) -> Celery:
         sweep = min(RESTORE_SWEEP_MAX_SECONDS, max(1, settings.celery_visibility_timeout // 4))
         options |= {"unacked_restore_interval": sweep, "unacked_restore_throttle": 1}
     app = Celery(SERVICE_NAME, broker=broker, backend=backend, set_as_current=False)
+    if transport is not None:
+        app.conf.broker_transport = transport
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         # A child that dies mid-task (OOM, SIGKILL): give its message back after 2 s, not 10.
         worker_lost_wait=2.0,
         worker_prefetch_multiplier=1,
-        worker_consumer=f"{__name__}:Consumer",  # survives a broker lost mid-task
         broker_transport_options=options,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=BROKER_CONNECT_TIMEOUT_SECONDS,
