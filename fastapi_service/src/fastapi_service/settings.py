@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     web_concurrency: int = Field(default=2, ge=1)
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=5, ge=0)
+    db_connect_timeout: int = Field(default=5, ge=1)
+    db_pool_timeout: int = Field(default=10, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
     docs_enabled: bool = True

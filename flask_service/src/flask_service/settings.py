@@ -58,6 +58,8 @@ class Settings:
     web_concurrency: int = 2
     db_pool_size: int = 10
     db_max_overflow: int = 5
+    db_connect_timeout: int = 5
+    db_pool_timeout: int = 10
     max_body_bytes: int = 1_048_576
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     docs_enabled: bool = True
@@ -103,6 +105,8 @@ class Settings:
             "WEB_CONCURRENCY": ("web_concurrency", 1),
             "DB_POOL_SIZE": ("db_pool_size", 1),
             "DB_MAX_OVERFLOW": ("db_max_overflow", 0),
+            "DB_CONNECT_TIMEOUT": ("db_connect_timeout", 1),
+            "DB_POOL_TIMEOUT": ("db_pool_timeout", 1),
             "MAX_BODY_BYTES": ("max_body_bytes", 1),
             "CELERY_VISIBILITY_TIMEOUT": ("celery_visibility_timeout", 1),
             "CELERY_CONCURRENCY": ("celery_concurrency", 1),
