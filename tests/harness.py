@@ -71,6 +71,7 @@ SERVICE_VARIABLES = (
     "JOB_BATCH_SIZE",
     "JOB_MAX_RETRIES",
     "SSE_HEARTBEAT_SECONDS",
+    "GRACEFUL_TIMEOUT_SECONDS",
 )
 
 # What every row's server and worker get beyond the contract's defaults, so that the jobs tests

@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     job_batch_size: int = Field(default=500, ge=1)
     job_max_retries: int = Field(default=5, ge=0)
     sse_heartbeat_seconds: int = Field(default=15, ge=1)
+    graceful_timeout_seconds: int = Field(default=30, ge=1)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -68,6 +68,7 @@ class Settings:
     job_batch_size: int = 500
     job_max_retries: int = 5
     sse_heartbeat_seconds: int = 15
+    graceful_timeout_seconds: int = 30
 
     def __post_init__(self) -> None:
         if self.log_level not in LOG_LEVELS:
@@ -113,6 +114,7 @@ class Settings:
             "JOB_BATCH_SIZE": ("job_batch_size", 1),
             "JOB_MAX_RETRIES": ("job_max_retries", 0),
             "SSE_HEARTBEAT_SECONDS": ("sse_heartbeat_seconds", 1),
+            "GRACEFUL_TIMEOUT_SECONDS": ("graceful_timeout_seconds", 1),
         }
         for name, (attr, minimum) in integers.items():
             if env.get(name):
