@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from faults import plugin
+from faults.workload import Account, register_many
 from harness import (
     DEFAULT_ADMIN_URL,
     PrivateRedis,
@@ -125,26 +126,39 @@ class Stack:
     server: Server
     redis: PrivateRedis
     postgres: RestartablePostgres | None  # the private cluster, when asked for
+    registered: list[Account] = dataclasses.field(default_factory=list)
 
     @property
     def base_url(self) -> str:
         return self.server.base_url
 
-    def crashes(self) -> list[str]:
-        """Errors the stack logged that a dependency outage does not explain.
+    def accounts(self, count: int) -> list[Account]:
+        """`count` load users, registered once per stack and shared by its tests' workloads
+        (a workload judges only the items it created itself)."""
+        missing = count - len(self.registered)
+        if missing > 0:
+            self.registered += register_many(self.base_url, missing)
+        return self.registered[:count]
 
-        Server: JSON records at ERROR or above (a WARNING with a traceback is the service's
-        own "database unavailable" record, which is expected here) and plain-text tracebacks.
-        Worker: its tracebacks less those of a lost dependency or a killed child (harness).
-        """
-        found = []
-        for line in self.server.log_lines():
-            level = _level(line)
-            if level in {"ERROR", "CRITICAL"} or (not level and "Traceback" in line):
-                found.append(line[:2000])
-        if self.server.worker is not None:
-            found += [f"[worker] {line}" for line in self.server.worker.logged_errors()]
-        return found
+    def crashes(self) -> list[str]:
+        return crash_lines(self.server)
+
+
+def crash_lines(server: Server) -> list[str]:
+    """Errors a server (and its worker) logged that a dependency outage does not explain.
+
+    Server: JSON records at ERROR or above (a WARNING with a traceback is the service's own
+    "database unavailable" record, which is expected here) and plain-text tracebacks.
+    Worker: its tracebacks less those of a lost dependency or a killed child (harness).
+    """
+    found = []
+    for line in server.log_lines():
+        level = _level(line)
+        if level in {"ERROR", "CRITICAL"} or (not level and "Traceback" in line):
+            found.append(line[:2000])
+    if server.worker is not None:
+        found += [f"[worker] {line}" for line in server.worker.logged_errors()]
+    return found
 
 
 def _level(line: str) -> str:

@@ -13,14 +13,28 @@ Judged on the operation log and the final state:
 - /healthz 200 throughout, /readyz 503 while the database is down and 200 again after;
 - every write acknowledged with a 2xx is there afterwards (creates, versions, deletes);
   nothing doubled (idempotency keys retried after the outage).
+
+A stopped cluster refuses connections at once. What bounds a request when the database does not
+answer at all (a host gone, a hung server) is tested on its own: DATABASE_URL names a socket
+that accepts connections and never speaks; with DB_CONNECT_TIMEOUT=1 and DB_POOL_TIMEOUT=1 (pool
+of 1) concurrent requests are each a 503 problem+json within their sum plus a margin.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import socket
 import time
+import uuid
+from collections.abc import Iterator
 
-from faults.conftest import Profile, Stack
+import httpx
+import jwt
+import pytest
+
+from faults.conftest import Profile, Stack, crash_lines
 from faults.workload import Op, Workload
+from harness import Row, Server, ServerFailed
 
 BOUNDED_WINDOW = 10.0  # seconds after the database is back by which errors must stop
 REQUEST_BOUND = 15.0  # DB_POOL_TIMEOUT (10 s) + margin: no request may take longer
@@ -35,7 +49,11 @@ def test_postgres_restart_under_load(stack: Stack, profile: Profile) -> None:
     postgres = stack.postgres
     assert postgres is not None
     load = Workload(
-        stack.base_url, clients=profile.clients, probe=("/healthz", "/readyz"), timeout=60.0
+        stack.base_url,
+        clients=profile.clients,
+        probe=("/healthz", "/readyz"),
+        timeout=60.0,
+        accounts=stack.accounts(profile.clients),
     )
     downtime = []
     with load.running():
@@ -112,3 +130,71 @@ def test_postgres_restart_under_load(stack: Stack, profile: Profile) -> None:
     assert verdict.lost == 0, table
     assert verdict.duplicates == 0, table
     assert verdict.resurrected == 0, table
+
+
+SILENT = {
+    "DB_CONNECT_TIMEOUT": "1",
+    "DB_POOL_TIMEOUT": "1",
+    "DB_POOL_SIZE": "1",
+    "DB_MAX_OVERFLOW": "0",
+    "LOG_LEVEL": "warning",
+}
+SILENT_BOUND = 1 + 1 + 2.0  # connect + pool timeouts, plus a margin for a loaded machine
+
+
+@pytest.fixture
+def silent_database() -> Iterator[str]:
+    """A PostgreSQL URL whose server accepts TCP connections and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)  # the kernel completes handshakes; nobody reads
+        yield f"postgresql://postgres@127.0.0.1:{listener.getsockname()[1]}/silent"
+
+
+def test_unanswering_database_gives_a_bounded_503(
+    fault_row: Row, silent_database: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    workdir = tmp_path_factory.mktemp(f"{fault_row.id}-silent-db")
+    srv = Server(
+        fault_row, workdir, silent_database, settings=SILENT, ready_path="/healthz", worker=False
+    )
+    try:
+        srv.start()
+    except ServerFailed as exc:
+        srv.stop()
+        pytest.fail(str(exc), pytrace=False)
+    now = int(time.time())
+    claims = {"sub": str(uuid.uuid4()), "aud": srv.jwt.audience, "iss": srv.jwt.issuer}
+    token = jwt.encode({**claims, "iat": now, "exp": now + 600}, srv.jwt.secret, "HS256")
+    auth = {"Authorization": f"Bearer {token}"}
+    requests: list[tuple[str, str, dict[str, object] | None]] = [
+        ("GET", "/readyz", None),
+        ("GET", "/api/v1/items", None),
+    ]
+    requests += [("POST", "/api/v1/items", {"name": "n", "price": 1})] * 4
+
+    def send(request: tuple[str, str, dict[str, object] | None]) -> tuple[str, float, object]:
+        method, path, body = request
+        started = time.monotonic()
+        try:
+            answer = http.request(method, path, json=body, headers=auth)
+        except httpx.HTTPError as exc:
+            return f"{method} {path}", time.monotonic() - started, repr(exc)
+        kind = answer.json().get("type") if answer.status_code == 503 else answer.text[:200]
+        return f"{method} {path}", time.monotonic() - started, (answer.status_code, kind)
+
+    try:
+        with (
+            httpx.Client(base_url=srv.base_url, timeout=90.0) as http,
+            concurrent.futures.ThreadPoolExecutor(len(requests)) as pool,
+        ):
+            answers = list(pool.map(send, requests))
+    finally:
+        srv.stop()
+    slowest = max(elapsed for _, elapsed, _ in answers)
+    print(f"{fault_row.id}: database silent: {len(answers)} requests, slowest {slowest:.2f} s")
+    for what, elapsed, outcome in answers:
+        assert outcome == (503, "urn:problem:service-unavailable"), f"{what}: {outcome}"
+        assert elapsed <= SILENT_BOUND, f"{what} took {elapsed:.2f} s (bound {SILENT_BOUND} s)"
+    crashes = crash_lines(srv)
+    assert not crashes, "\n".join(crashes[:5])

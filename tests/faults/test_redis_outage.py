@@ -58,7 +58,13 @@ def _finished(http: httpx.Client, account: Account, job_id: str) -> dict[str, An
 
 def test_redis_stopped_and_started_under_load(stack: Stack, profile: Profile) -> None:
     redis = stack.redis
-    load = Workload(stack.base_url, clients=profile.clients, mix=MIX, probe=("/healthz", "/readyz"))
+    load = Workload(
+        stack.base_url,
+        clients=profile.clients,
+        mix=MIX,
+        probe=("/healthz", "/readyz"),
+        accounts=stack.accounts(profile.clients),
+    )
     ways = ["stop", "kill"] if profile.full else ["stop"]
     rounds = max(profile.repeats, 1)
     imports = []
@@ -97,6 +103,12 @@ def test_redis_stopped_and_started_under_load(stack: Stack, profile: Profile) ->
             "slowest refusal": f"{max((op.latency for op in refused), default=0):.2f} s",
             "accepted jobs by final status": str(jobs.by_status),
             "refused jobs stored": str(jobs.refused_but_stored),
+            "accepted, not succeeded (answered at)": ", ".join(
+                f"{op.answered - load.marks['fault0']:+.2f} s from fault0"
+                for op in job_ops
+                if op.item_id in jobs.unfinished
+            )
+            or "none",
             "imports running at the stop": (
                 f"{[job['status'] for job in imported]}, {items} items"
                 f" for {len(imports)} x {IMPORT_COUNT}"

@@ -159,6 +159,7 @@ class JobVerdict:
     acknowledged: int = 0  # 202 answers
     by_status: dict[str, int] = dataclasses.field(default_factory=dict)  # their final status
     refused_but_stored: int = 0  # jobs listed that no 202 acknowledged (a refusal that stuck)
+    unfinished: list[str] = dataclasses.field(default_factory=list)  # ids not succeeded
 
     @property
     def succeeded(self) -> int:
@@ -243,6 +244,15 @@ def register(http: httpx.Client, label: str = "load") -> Account:
     return Account(created.json()["id"], email, password, str(token.json()["access_token"]))
 
 
+def register_many(base_url: str, count: int, timeout: float = 30.0) -> list[Account]:
+    """`count` new users, registered a few at a time (password hashing is the slow part)."""
+    with (
+        httpx.Client(base_url=base_url, timeout=timeout) as http,
+        concurrent.futures.ThreadPoolExecutor(4) as pool,
+    ):
+        return list(pool.map(lambda n: register(http, f"load{n}"), range(count)))
+
+
 class Workload:
     """N concurrent clients with a CRUD mix, an operation log, and checks afterwards."""
 
@@ -257,7 +267,7 @@ class Workload:
         probe: Iterable[str] = (),
         probe_interval: float = 0.2,
         seed: int | None = None,
-        accounts: list[Account] | None = None,
+        accounts: list[Account] | None = None,  # reuse users (e.g. `Stack.accounts`)
     ) -> None:
         self.base_url = base_url
         self.mix = {**DEFAULT_MIX, **(mix or {})}
@@ -273,12 +283,7 @@ class Workload:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
-        if not accounts:
-            with (
-                httpx.Client(base_url=base_url, timeout=timeout) as http,
-                concurrent.futures.ThreadPoolExecutor(4) as pool,
-            ):
-                accounts = list(pool.map(lambda n: register(http, f"load{n}"), range(clients)))
+        accounts = accounts[:clients] if accounts else register_many(base_url, clients, timeout)
         self.states = [ClientState(n, account) for n, account in enumerate(accounts)]
 
     # -- the clock and the marks ---------------------------------------------------------------
@@ -401,8 +406,9 @@ class Workload:
             with contextlib.suppress(ValueError):
                 body = response.json()
         item_id = version = None
-        if isinstance(body, dict) and "version" in body:
-            item_id, version = str(body.get("id")), int(body["version"])
+        if isinstance(body, dict) and "id" in body:  # an item (with its version) or a job
+            item_id = str(body["id"])
+            version = int(body["version"]) if "version" in body else None
         self.ops.append(
             Op(
                 client,
@@ -568,8 +574,12 @@ class Workload:
         """Every item of `account`, all pages of GET /items."""
         found: list[dict[str, Any]] = []
         params: dict[str, Any] = {"limit": 100}
+        deadline = time.monotonic() + 10.0  # a 503 may still come within the error window
         while True:
             page = http.get(ITEMS, params=params, headers=account.auth)
+            if page.status_code == 503 and time.monotonic() < deadline:
+                time.sleep(0.5)
+                continue
             assert page.status_code == 200, f"list after the run: {page.status_code} {page.text}"
             body = page.json()
             found += body["items"]
@@ -653,6 +663,8 @@ class Workload:
                             break
                         time.sleep(0.2)
                     statuses[status] += 1
+                    if status != "succeeded":
+                        verdict.unfinished.append(job_id)
                 listed: list[str] = []
                 params: dict[str, Any] = {"limit": 100}
                 while True:

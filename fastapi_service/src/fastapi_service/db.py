@@ -63,6 +63,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
             # one after DB_POOL_TIMEOUT (503).
             pool_timeout=settings.db_pool_timeout,
             connect_args={"timeout": settings.db_connect_timeout},
+            # A connection that sat in the pool while the database restarted is dead; a ping
+            # on checkout replaces it, instead of a 503 whenever it is next used.
+            pool_pre_ping=True,
         )
     if url.database and url.database != ":memory:":
         settings.var_dir.mkdir(parents=True, exist_ok=True)
