@@ -99,7 +99,9 @@ def _kill_child(stack: Stack) -> None:
 
 
 def _run(stack: Stack, profile: Profile, what: str) -> None:
-    load = Workload(stack.base_url, clients=profile.clients)
+    load = Workload(
+        stack.base_url, clients=profile.clients, accounts=stack.accounts(profile.clients)
+    )
     with httpx.Client(base_url=stack.base_url, timeout=30.0) as http, load.running():
         time.sleep(profile.warmup)
         for attempt in range(1, KILL_ATTEMPTS + 1):
