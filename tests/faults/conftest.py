@@ -50,7 +50,7 @@ class Profile:
     repeats: int  # faults per test
 
 
-SHORT = Profile(full=False, clients=6, warmup=1.5, outage=3.0, after=3.0, repeats=1)
+SHORT = Profile(full=False, clients=6, warmup=1.0, outage=2.5, after=2.0, repeats=1)
 FULL = Profile(full=True, clients=24, warmup=5.0, outage=8.0, after=12.0, repeats=3)
 
 

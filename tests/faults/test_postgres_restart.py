@@ -33,7 +33,7 @@ import jwt
 import pytest
 
 from faults.conftest import Profile, Stack, crash_lines
-from faults.workload import Op, Workload
+from faults.workload import Op, Table, Workload
 from harness import Row, Server, ServerFailed
 
 BOUNDED_WINDOW = 10.0  # seconds after the database is back by which errors must stop
@@ -78,6 +78,13 @@ def test_postgres_restart_under_load(stack: Stack, profile: Profile) -> None:
         back=f"back{last}",
         extra={
             "database down (stop..back)": ", ".join(f"{d:.1f} s" for d in downtime),
+            "last error after back, per restart": ", ".join(
+                "none" if end is None else f"{end:+.2f} s"
+                for end in (
+                    load.window_after(f"fault{n}", f"back{n}", BOUNDED_WINDOW)
+                    for n in range(profile.repeats)
+                )
+            ),
             "creates retried after the run": str(retried),
             "readyz 503 / healthz non-200": (
                 f"{sum(op.status == 503 for op in load.probes('/readyz'))}"
@@ -192,7 +199,16 @@ def test_unanswering_database_gives_a_bounded_503(
     finally:
         srv.stop()
     slowest = max(elapsed for _, elapsed, _ in answers)
-    print(f"{fault_row.id}: database silent: {len(answers)} requests, slowest {slowest:.2f} s")
+    outcomes = sorted({str(outcome) for _, _, outcome in answers})
+    Table(
+        f"{fault_row.id}: database accepts connections and never answers",
+        [
+            ("settings", ", ".join(f"{k}={v}" for k, v in SILENT.items() if k != "LOG_LEVEL")),
+            ("concurrent requests", str(len(answers))),
+            ("outcomes", "; ".join(outcomes)),
+            ("slowest request", f"{slowest:.2f} s (bound {SILENT_BOUND:.0f} s)"),
+        ],
+    ).publish()
     for what, elapsed, outcome in answers:
         assert outcome == (503, "urn:problem:service-unavailable"), f"{what}: {outcome}"
         assert elapsed <= SILENT_BOUND, f"{what} took {elapsed:.2f} s (bound {SILENT_BOUND} s)"

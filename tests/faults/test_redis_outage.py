@@ -108,6 +108,10 @@ def test_redis_stopped_and_started_under_load(stack: Stack, profile: Profile) ->
                 f"{len(job_ops)}: {jobs.acknowledged} accepted, {len(refused)} refused"
             ),
             "slowest refusal": f"{max((op.latency for op in refused), default=0):.2f} s",
+            "last refusal after back, per stop": ", ".join(
+                "none" if end is None else f"{end:+.2f} s"
+                for end in (load.window_after(f"fault{n}", f"back{n}", 10.0) for n in range(rounds))
+            ),
             "accepted jobs by final status": str(jobs.by_status),
             "refused jobs stored": str(jobs.refused_but_stored),
             "accepted, not succeeded (answered at)": ", ".join(

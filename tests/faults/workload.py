@@ -35,9 +35,10 @@ items; an item whose delete was acknowledged stays deleted; a retried key never 
 another item. `lost` counts acknowledged writes that are gone or rolled back.
 
 Figures: `load.figures(...)` builds a `Figures`; `.table()` is plain text; `.publish()` appends
-it to `PUBLISHED`, which tests/faults/conftest.py prints in pytest's terminal summary under
+it to `PUBLISHED`, which tests/faults/plugin.py prints in pytest's terminal summary under
 "fault suite figures" (visible in a normal run, no `-s` needed); `.publish()` also prints the
-table to stdout (shown with `-s` and in a failing test's captured output).
+table to stdout (shown with `-s` and in a failing test's captured output). A test without a
+workload publishes `Table(title, [(name, value), ...])` the same way.
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ JOBS = "/api/v1/jobs"
 DEFAULT_MIX = {"create": 4, "read": 3, "update": 2, "list": 1, "delete": 1, "job": 0}
 PROBE_CLIENT = -1
 
-# Figures shown at the end of the run (tests/faults/conftest.py: pytest_terminal_summary).
-PUBLISHED: list[Figures] = []
+# Figures shown at the end of the run (tests/faults/plugin.py: pytest_terminal_summary).
+PUBLISHED: list[Figures | Table] = []
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -218,6 +219,24 @@ class Figures:
 
     def publish(self) -> None:
         """Show this table in the terminal summary (and on stdout, for -s and failures)."""
+        PUBLISHED.append(self)
+        print(self.table())
+
+
+@dataclasses.dataclass
+class Table:
+    """Figures of a test without a workload: a title and (name, value) rows."""
+
+    title: str
+    rows: list[tuple[str, str]]
+
+    def table(self) -> str:
+        width = max((len(name) for name, _ in self.rows), default=0)
+        return "\n".join(
+            [f"== {self.title}", *(f"  {name.ljust(width)}  {value}" for name, value in self.rows)]
+        )
+
+    def publish(self) -> None:
         PUBLISHED.append(self)
         print(self.table())
 
@@ -693,6 +712,13 @@ class Workload:
         """Operations sent between two marks."""
         low, high = self.marks[start], self.marks[end]
         return [op for op in (self.crud_ops() if ops is None else ops) if low <= op.sent <= high]
+
+    def window_after(self, fault: str, back: str, grace: float) -> float | None:
+        """Seconds from the `back` mark to the last failure answered in [fault, back + grace]
+        (negative: errors stopped before `back`); None when there was none."""
+        low, high = self.marks[fault], self.marks[back] + grace
+        ends = [op.answered for op in self.failures() if low <= op.answered <= high]
+        return max(ends) - self.marks[back] if ends else None
 
     def figures(
         self,
