@@ -449,6 +449,12 @@ def instance_settings() -> dict[str, str]:
     return {"GRACEFUL_TIMEOUT_SECONDS": str(GRACE)}
 
 
+def worker_settings(profile: Profile) -> dict[str, str]:
+    """The full variant's load slows every stream down: smaller batches (500 instead of 200
+    for the followed import) keep that job running until the signal."""
+    return {"JOB_BATCH_SIZE": "20"} if profile.full else {}
+
+
 def start_sibling(stack: Stack, workdir: Path) -> Server:
     """Another instance of the stack's service on its database, Redis and JWT secret (no worker:
     the stack's worker serves both)."""
@@ -516,6 +522,13 @@ def finish_job(base_url: str, follower: Account, job_id: str) -> dict[str, Any]:
         return result
 
 
+def clients_of(profile: Profile) -> int:
+    """At most 12 load clients: with 24 on one instance of this 2-core machine the service
+    answered 503s (its database pool timed out) far from any restart; that is overload, which
+    the outage tests judge, not drain."""
+    return min(profile.clients, 12)
+
+
 def streams_of(profile: Profile) -> int:
     return 8 if profile.full else 3
 
@@ -554,14 +567,14 @@ def stream_end(clients: list[EventSourceClient], signalled: float, url: str) -> 
 def test_sigterm_drains_in_flight_requests_and_ends_streams(
     fault_row: Row, stacks: StackFactory, profile: Profile, tmp_path: Path
 ) -> None:
-    stack = stacks(fault_row, settings=instance_settings())
+    stack = stacks(fault_row, settings={**instance_settings(), **worker_settings(profile)})
     old_url = stack.base_url
     with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the second instance starts meanwhile
         starting = pool.submit(start_sibling, stack, tmp_path / "other")
         exporter, follower = prepare(old_url)
         other = starting.result()
     try:
-        load = Workload(old_url, clients=profile.clients)
+        load = Workload(old_url, clients=clients_of(profile))
         result = asyncio.run(_drain_scenario(stack, other, load, exporter, follower, profile))
     finally:
         other.stop()
@@ -679,14 +692,14 @@ async def _drain_scenario(
 def test_rolling_restart_has_no_failed_request(
     fault_row: Row, stacks: StackFactory, profile: Profile
 ) -> None:
-    stack = stacks(fault_row, settings=instance_settings())
+    stack = stacks(fault_row, settings={**instance_settings(), **worker_settings(profile)})
     balancer = Balancer()
     siblings: list[Server] = []
     with serving(balancer) as lb_url:
         try:
             balancer.add(stack.base_url)
             wait_until(lambda: bool(balancer.routable()), timeout=10)
-            load = Workload(lb_url, clients=profile.clients)
+            load = Workload(lb_url, clients=clients_of(profile))
             with httpx.Client(base_url=lb_url, timeout=30.0) as http:
                 follower = register(http, "follower")
             restarts, verdict = asyncio.run(
