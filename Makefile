@@ -10,8 +10,8 @@ SERVICE_DIRS := flask_service fastapi_service
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help env compare compare-suite conformance test lint unit suite deploy-check bench k8s-loadtest \
-	k6-merge up clean
+.PHONY: help env compare compare-suite conformance test lint unit suite faults deploy-check bench \
+	k8s-loadtest k6-merge up clean
 
 help:
 	@echo "make compare  k6 comparison of both services (+ bare apps) at 100 and 1,000 users (COMPARE_USERS),"
@@ -23,6 +23,8 @@ help:
 	@echo "make suite    the shared suite over every row (SERVICES=..., BACKENDS=... to narrow);"
 	@echo "              it includes tests/conformance (Schemathesis, drift, differential), quick budget"
 	@echo "make conformance  the conformance suite, deep budget; writes reports/conformance.md + JUnit"
+	@echo "make faults   the fault suite's full variants (tests/faults): load + PostgreSQL restart, Redis"
+	@echo "              outage, worker SIGKILL, SIGTERM drain, on both services; prints the figures"
 	@echo "make deploy-check  Dockerfiles, compose, Kubernetes manifests: validate, lint, run each command"
 	@echo "make bench    k6 load tests on both services + bare apps (USERS=100|1000|10000, REPEAT, DURATION, SCENARIOS): reports/compare.md"
 	@echo "make k8s-loadtest SERVICE=flask|fastapi USERS=100|1000|10000 [SCENARIO=crud|stream|jobs]"
@@ -104,6 +106,11 @@ unit: $(STAMP)
 
 suite: $(STAMP)
 	$(BIN)/python -m pytest tests --ignore=tests/deploy $(PYTEST_ARGS)
+
+# The fault suite's full variants: longer load, more clients, repeated faults (tests/faults; the
+# short variants run inside `make suite`). Each test prints its figures in the terminal summary.
+faults: $(STAMP)
+	FAULTS_FULL=1 $(BIN)/python -m pytest tests/faults $(PYTEST_ARGS)
 
 # k6 scenarios (crud, stream, jobs, read) against both services and a bare app per framework,
 # interleaved and repeated; writes reports/compare.md and the raw k6 JSON under reports/bench/.

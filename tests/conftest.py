@@ -36,7 +36,7 @@ from harness import (
     selected_rows,
 )
 
-pytest_plugins = ["compare_report"]
+pytest_plugins = ["compare_report", "faults.plugin"]
 
 
 def _in_ci() -> bool:

@@ -57,6 +57,7 @@ SERVICE_VARIABLES = (
     "WEB_CONCURRENCY",
     "DB_POOL_SIZE",
     "DB_MAX_OVERFLOW",
+    "DB_CONNECT_TIMEOUT",
     "DB_POOL_TIMEOUT",
     "MAX_BODY_BYTES",
     "CORS_ORIGINS",
@@ -77,6 +78,7 @@ SERVICE_VARIABLES = (
     "RATE_LIMIT_WRITES",
     "RATE_LIMIT_WRITES_PER_IP",
     "TRUSTED_PROXIES",
+    "GRACEFUL_TIMEOUT_SECONDS",
 )
 
 # What every row's server and worker get beyond the contract's defaults, so that the jobs tests
@@ -179,11 +181,18 @@ def flush_redis_database(
 
 
 class PrivateRedis:
-    """A throwaway `redis-server` on its own port (no persistence), to be killed and restarted."""
+    """A throwaway `redis-server` on its own port, to be killed and restarted.
 
-    def __init__(self, workdir: Path) -> None:
+    No persistence by default: a restart comes back empty. `persistent=True` keeps an
+    append-only file (fsync on every write) in `workdir`, so `stop()` then `start()` is a
+    production Redis restarting: queued and unacknowledged messages survive.
+    """
+
+    def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
         self.binary = shutil.which("redis-server")
         self.port = free_port()
+        self.workdir = workdir
+        self.persistent = persistent
         self.log_path = workdir / "redis.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -194,7 +203,11 @@ class PrivateRedis:
     def start(self, timeout: float = 10.0) -> None:
         assert self.binary, "redis-server is not on PATH"
         command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        command += ["--save", "", "--appendonly", "no"]
+        if self.persistent:
+            command += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+            command += ["--dir", str(self.workdir)]
+        else:
+            command += ["--save", "", "--appendonly", "no"]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
@@ -213,6 +226,17 @@ class PrivateRedis:
         if process is not None and process.poll() is None:
             process.kill()
             process.wait(timeout=STOP_TIMEOUT)
+
+    def stop(self) -> None:
+        """SIGTERM: a clean shutdown (what persists is on disk), then the port closes."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=STOP_TIMEOUT)
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------------

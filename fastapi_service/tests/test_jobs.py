@@ -4,12 +4,15 @@ disconnect). The task body itself is covered in test_job_tasks.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
+import signal
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select, update
 from starlette.types import Message
 
-from fastapi_service import create_app, security
+from fastapi_service import create_app, lifecycle, security
 from fastapi_service.jobs import events
 from fastapi_service.jobs.tasks import JobContext, execute
 from fastapi_service.models import Job
@@ -485,3 +488,97 @@ async def test_with_redis_a_notification_wakes_the_stream(migrated_settings: Set
                 assert (await probe.pubsub_numsub(channel))[0][1] == 0
     finally:
         await probe.aclose()
+
+
+# --- shutdown: streams end with a retry hint (lifecycle.py) -----------------------------------
+
+
+@pytest.fixture
+def shutdown() -> Iterator[None]:
+    lifecycle.reset()
+    yield
+    lifecycle.reset()
+
+
+async def test_shutdown_ends_an_open_stream_with_a_retry_hint(
+    migrated_settings: Settings, shutdown: None
+) -> None:
+    """On Redis a queued job's stream waits for a notification or its heartbeat (15 s away);
+    the shutdown wakes it at once, and it ends with the retry hint and no event."""
+    import redis.asyncio as redis
+
+    probe = redis.from_url(TEST_REDIS_URL, socket_connect_timeout=1)
+    try:
+        await probe.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis at {TEST_REDIS_URL} does not answer ({exc})")
+    finally:
+        await probe.aclose()
+    app = create_app(migrated_settings.model_copy(update={"redis_url": TEST_REDIS_URL}))
+    async with app.router.lifespan_context(app):
+        auth = await make_user(app)
+        async with app.state.session_factory() as session:
+            user_id = security.decode_access_token(auth["Authorization"][7:], app.state.settings)
+            job = Job(owner_id=user_id, kind="items_report", params={"tag": None})
+            session.add(job)
+            await session.commit()
+        bodies: list[bytes] = []
+        shut_at = 0.0
+
+        async def receive() -> Message:
+            await anyio.sleep_forever()
+            raise AssertionError
+
+        def shut() -> None:
+            nonlocal shut_at
+            shut_at = time.monotonic()
+            lifecycle.begin_shutdown()
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.body" and message.get("body"):
+                bodies.append(message["body"])
+                if len(bodies) == 1:  # the stream is waiting by the time this runs
+                    asyncio.get_running_loop().call_later(0.3, shut)
+
+        with anyio.fail_after(10):
+            await app(_scope(f"{JOBS}/{job.id}/events", auth), receive, send)
+        assert time.monotonic() - shut_at < 1
+        assert bodies[0].startswith(b"event: progress\nid: 1\n")
+        assert bodies[1:] == [events.RECONNECT]
+        assert events.RECONNECT == b": shutting down, reconnect\nretry: 1000\n\n"
+        assert app.state.metrics.job_event_streams_open._value.get() == 0
+        # A stream opened during the shutdown sends the job as it is, then the same hint.
+        bodies.clear()
+        with anyio.fail_after(10):
+            await app(_scope(f"{JOBS}/{job.id}/events", auth), receive, send)
+        assert bodies[0].startswith(b"event: progress\nid: 1\n")
+        assert bodies[1:] == [events.RECONNECT]
+
+
+async def test_shutdown_makes_readiness_fail_not_liveness(
+    client: httpx.AsyncClient, shutdown: None
+) -> None:
+    assert (await client.get("/readyz")).status_code == 200
+    lifecycle.begin_shutdown()
+    problem = assert_problem(await client.get("/readyz"), 503, "service-unavailable")
+    assert problem["detail"] == "Not ready: shutting down."
+    assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_watch_signals_runs_before_the_servers_own_handler(shutdown: None) -> None:
+    seen: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda sig, _: seen.append(sig))
+    try:
+        restore = lifecycle.watch_signals()
+        os.kill(os.getpid(), signal.SIGTERM)
+        await anyio.sleep(0.05)  # the handler hands begin_shutdown to the event loop
+        assert seen == [signal.SIGTERM]  # the server's handler still runs
+        assert lifecycle.shutting_down()
+        restore()  # the server's handler alone again
+        lifecycle.reset()
+        os.kill(os.getpid(), signal.SIGTERM)
+        await anyio.sleep(0.05)
+        assert seen == [signal.SIGTERM, signal.SIGTERM]
+        assert not lifecycle.shutting_down()
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -17,6 +18,8 @@ import httpx
 import pytest
 
 from fastapi_service import server
+from fastapi_service.jobs.events import RECONNECT
+from fastapi_service.settings import SERVICE_NAME
 from helpers import PASSWORD, new_email
 
 
@@ -32,6 +35,7 @@ def test_main_runs_uvicorn_with_the_production_settings(
         "PORT": "9123",
         "WEB_CONCURRENCY": "3",
         "LOG_LEVEL": "WARNING",
+        "GRACEFUL_TIMEOUT_SECONDS": "12",
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
@@ -40,7 +44,7 @@ def test_main_runs_uvicorn_with_the_production_settings(
     assert captured["app"] == "fastapi_service.main:app"
     assert (captured["host"], captured["port"], captured["workers"]) == ("127.0.0.9", 9123, 3)
     assert (captured["loop"], captured["http"]) == ("uvloop", "httptools")
-    assert captured["timeout_graceful_shutdown"] == 30
+    assert captured["timeout_graceful_shutdown"] == 12
     assert captured["timeout_keep_alive"] == 75
     assert captured["access_log"] is False
     assert captured["log_level"] == "warning"
@@ -114,3 +118,74 @@ def test_python_m_serves_and_drains_on_sigterm(
     assert [answer.status_code for answer in answers] == [201]
     # uvicorn finishes its shutdown, then re-raises the signal it caught (exit status -15).
     assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+
+
+def test_sigterm_ends_open_streams_with_a_retry_hint_then_exits(tmp_path: Path) -> None:
+    """Real uvicorn on Redis (a stream then waits for a message, its heartbeat is 30 s away):
+    SIGTERM reaches the app through the lifespan's chained handler, the stream writes the retry
+    hint and ends, and the server exits long before GRACEFUL_TIMEOUT_SECONDS."""
+    import redis
+
+    redis_url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/10")
+    try:
+        redis.Redis.from_url(redis_url, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis at {redis_url} does not answer ({exc})")
+    grace = 20
+    port = _free_port()
+    env = {
+        **os.environ,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "1",
+        "VAR_DIR": str(tmp_path / "var"),
+        "LOG_LEVEL": "warning",
+        "REDIS_URL": redis_url,
+        "SSE_HEARTBEAT_SECONDS": "30",
+        "GRACEFUL_TIMEOUT_SECONDS": str(grace),
+    }
+    log = (tmp_path / "server.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fastapi_service"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, (tmp_path / "server.log").read_text()
+            assert time.monotonic() < deadline, "the server did not become ready"
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.1)
+        credentials = {"email": new_email(), "password": PASSWORD}
+        httpx.post(f"{base_url}/api/v1/users", json=credentials).raise_for_status()
+        form = {"username": credentials["email"], "password": PASSWORD}
+        token = httpx.post(f"{base_url}/api/v1/auth/token", data=form).json()["access_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        job = httpx.post(f"{base_url}/api/v1/jobs", json={"kind": "items_report"}, headers=auth)
+        assert job.status_code == 202, job.text
+        received = b""
+        url = f"{base_url}/api/v1/jobs/{job.json()['id']}/events"
+        with httpx.stream("GET", url, headers=auth, timeout=10) as stream:
+            chunks = stream.iter_raw()
+            while b"event: progress" not in received:
+                received += next(chunks)
+            time.sleep(0.5)  # the stream waits for a message now
+            process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            for chunk in chunks:  # until the response is complete
+                received += chunk
+            ended = time.monotonic() - signalled
+        process.wait(timeout=grace + 10)
+        exited = time.monotonic() - signalled
+    finally:
+        redis.Redis.from_url(redis_url).delete(SERVICE_NAME)  # the task nobody consumed
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
+    assert received.endswith(b"\n\n" + RECONNECT), received[-120:]
+    assert ended < 2, f"the stream ended {ended:.2f} s after SIGTERM"
+    assert exited < grace / 2, f"uvicorn exited {exited:.2f} s after SIGTERM"
+    assert process.returncode in (0, -signal.SIGTERM)

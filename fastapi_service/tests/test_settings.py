@@ -24,7 +24,7 @@ def test_defaults_are_the_contracts() -> None:
     assert settings.host == "0.0.0.0"  # noqa: S104 - the contract's default
     assert (settings.port, settings.web_concurrency) == (8002, 2)
     assert (settings.db_pool_size, settings.db_max_overflow) == (10, 5)
-    assert settings.db_pool_timeout == 30
+    assert (settings.db_connect_timeout, settings.db_pool_timeout) == (5, 30)
     assert settings.max_body_bytes == 1_048_576
     assert settings.cors_origins == ()
     assert settings.docs_enabled is True
@@ -46,7 +46,8 @@ def test_reads_the_contracts_variable_names(monkeypatch: pytest.MonkeyPatch) -> 
         "WEB_CONCURRENCY": "4",
         "DB_POOL_SIZE": "3",
         "DB_MAX_OVERFLOW": "1",
-        "DB_POOL_TIMEOUT": "7",
+        "DB_CONNECT_TIMEOUT": "2",
+        "DB_POOL_TIMEOUT": "3",
         "MAX_BODY_BYTES": "2048",
         "CORS_ORIGINS": "https://a.example, https://b.example",
         "DOCS_ENABLED": "false",
@@ -64,7 +65,8 @@ def test_reads_the_contracts_variable_names(monkeypatch: pytest.MonkeyPatch) -> 
     assert settings.access_token_ttl_seconds == 60
     assert settings.log_level == "warning"
     assert (settings.host, settings.port, settings.web_concurrency) == ("127.0.0.1", 9000, 4)
-    assert (settings.db_pool_size, settings.db_max_overflow, settings.db_pool_timeout) == (3, 1, 7)
+    assert (settings.db_pool_size, settings.db_max_overflow) == (3, 1)
+    assert (settings.db_connect_timeout, settings.db_pool_timeout) == (2, 3)
     assert settings.max_body_bytes == 2048
     assert settings.cors_origins == ("https://a.example", "https://b.example")
     assert settings.docs_enabled is False

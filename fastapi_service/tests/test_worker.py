@@ -16,7 +16,7 @@ import redis
 from kombu.exceptions import OperationalError
 
 from fastapi_service.settings import Settings
-from fastapi_service.worker import PING_TASK, make_celery, worker_argv
+from fastapi_service.worker import PING_TASK, RedisTransport, make_celery, worker_argv
 
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/10")
 ROUND_TRIP_TIMEOUT_SECONDS = 15
@@ -85,6 +85,38 @@ def test_reliability_settings(tmp_path: Path) -> None:
     assert conf.broker_transport_options["visibility_timeout"] == 90
     assert conf.accept_content == ["json"]
     assert (tmp_path / "broker" / "queue").is_dir()
+
+
+def test_a_channel_of_a_closed_connection_fails_as_a_lost_connection(tmp_path: Path) -> None:
+    # What Celery 5.7.0 does when the broker goes away: it collects the consumer's connection
+    # (the transport lets go of it) while a running task will still acknowledge on its channel.
+    app = make_celery(Settings(var_dir=tmp_path, redis_url=TEST_REDIS_URL))
+    connection = app.connection_for_read()
+    try:
+        assert isinstance(connection.transport, RedisTransport)
+        channel = connection.default_channel
+        assert channel.client.ping()
+        connection.collect()
+        with pytest.raises(redis.exceptions.ConnectionError):  # kombu: AttributeError
+            channel.qos.ack("a-delivery-tag")
+    finally:
+        connection.release()
+
+
+def test_redis_redelivers_after_about_the_visibility_timeout(tmp_path: Path) -> None:
+    # kombu's default sweep for expired unacknowledged messages runs about every 100 s.
+    for timeout, sweep in ((10, 2), (90, 22), (7200, 60)):
+        settings = Settings(
+            var_dir=tmp_path, redis_url=TEST_REDIS_URL, celery_visibility_timeout=timeout
+        )
+        options = make_celery(settings).conf.broker_transport_options
+        assert options["visibility_timeout"] == timeout
+        assert options["unacked_restore_interval"] == sweep
+        assert options["unacked_restore_throttle"] == 1
+    assert (
+        "unacked_restore_interval"
+        not in make_celery(Settings(var_dir=tmp_path, redis_url=None)).conf.broker_transport_options
+    )
 
 
 def test_workers_skip_broadcasts_heartbeats_only_on_the_embedded_broker(tmp_path: Path) -> None:

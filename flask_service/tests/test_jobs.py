@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,10 +22,10 @@ from sqlalchemy import create_engine, func, select, text, update
 from sqlalchemy import exc as sa_exc
 
 from conftest import TEST_SECRET, StartWorker, User, data, locations, problem, quick_user
-from flask_service import create_app
+from flask_service import create_app, lifecycle
 from flask_service.deps import STATE_KEY
 from flask_service.jobs import service, tasks
-from flask_service.jobs.events import Publisher
+from flask_service.jobs.events import RECONNECT, Publisher
 from flask_service.jobs.tasks import RUN_JOB_TASK, Runtime
 from flask_service.models import Item, Job
 from flask_service.settings import Settings
@@ -529,3 +530,63 @@ def test_a_killed_worker_child_gives_the_job_back(
         assert _item_count(app, user.id) == 3
     finally:
         app.extensions[STATE_KEY].engine.dispose()
+
+
+# --- shutdown: streams end with a retry hint (lifecycle.py) -----------------------------------
+
+
+@pytest.fixture
+def shutdown() -> Iterator[None]:
+    lifecycle.reset()
+    yield
+    lifecycle.reset()
+
+
+def test_shutdown_ends_an_open_stream_with_a_retry_hint(
+    make_app: Any, password_hash: str, shutdown: None
+) -> None:
+    app = make_app(sse_heartbeat_seconds=5)  # only the shutdown can end the wait sooner
+    client = app.test_client()
+    user = quick_user(app, password_hash)
+    job = _report(client, user)  # no worker here: the job stays queued, the stream open
+    answer = client.get(f"{JOBS}/{job['id']}/events", headers=user.auth, buffered=False)
+    chunks = iter(answer.response)
+    assert next(chunks).startswith(b"event: progress\nid: 1\n")
+    started = time.monotonic() + 0.3
+    threading.Timer(0.3, lifecycle.begin_shutdown).start()  # while the stream waits
+    rest = b""
+    for chunk in chunks:  # a heartbeat at least every 5 s: this loop cannot hang
+        rest += chunk
+        if time.monotonic() - started > 6:
+            break
+    assert time.monotonic() - started < 1, f"the stream went on: {rest!r}"
+    assert rest.endswith(RECONNECT), rest
+    assert rest.replace(b": heartbeat\n\n", b"") == RECONNECT
+    assert RECONNECT == b": shutting down, reconnect\nretry: 1000\n\n"
+    answer.close()
+    assert _gauge(client) == 0
+    # A stream opened during the shutdown sends the job as it is, then the same hint.
+    again = client.get(f"{JOBS}/{job['id']}/events", headers=user.auth).get_data()
+    assert again.startswith(b"event: progress\nid: 1\n")
+    assert again.endswith(b"\n\n" + RECONNECT)
+
+
+def test_shutdown_makes_readiness_fail_not_liveness(client: FlaskClient, shutdown: None) -> None:
+    assert client.get("/readyz").status_code == 200
+    lifecycle.begin_shutdown()
+    body = problem(client.get("/readyz"), 503, "service-unavailable")
+    assert body["detail"] == "Not ready: shutting down."
+    assert client.get("/healthz").status_code == 200
+
+
+def test_watch_signals_runs_before_the_servers_own_handler(shutdown: None) -> None:
+    seen: list[tuple[int, bool]] = []
+    previous = signal.signal(
+        signal.SIGTERM, lambda sig, _: seen.append((sig, lifecycle.shutting_down()))
+    )
+    try:
+        lifecycle.watch_signals()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert seen == [(signal.SIGTERM, True)]  # the server's handler still runs, after ours
+    finally:
+        signal.signal(signal.SIGTERM, previous)

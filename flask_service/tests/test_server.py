@@ -21,7 +21,8 @@ import pytest
 import redis
 
 from flask_service import server
-from flask_service.settings import SERVICE_NAME
+from flask_service.jobs.events import RECONNECT
+from flask_service.settings import SERVICE_NAME, Settings, SettingsError
 
 
 def _free_port() -> int:
@@ -47,6 +48,13 @@ def test_gunicorn_settings() -> None:
     assert server.control_socket_disable is True
     assert server._bind_address("::", 8001) == "[::]:8001"
     assert server._bind_address("0.0.0.0", 8001) == "0.0.0.0:8001"  # noqa: S104
+
+
+def test_graceful_timeout_is_a_setting() -> None:
+    assert Settings.from_env({}).graceful_timeout_seconds == 30
+    assert Settings.from_env({"GRACEFUL_TIMEOUT_SECONDS": "12"}).graceful_timeout_seconds == 12
+    with pytest.raises(SettingsError, match="GRACEFUL_TIMEOUT_SECONDS"):
+        Settings.from_env({"GRACEFUL_TIMEOUT_SECONDS": "0"})
 
 
 def test_python_dash_m_serves_and_drains(tmp_path: Path) -> None:
@@ -194,4 +202,63 @@ def test_a_client_that_leaves_frees_its_stream_within_a_second(tmp_path: Path, b
             redis.Redis.from_url(extra["REDIS_URL"]).delete(SERVICE_NAME)
         process.send_signal(signal.SIGINT)  # quick shutdown: draining is tested above
         process.communicate(timeout=40)
+    assert process.returncode == 0
+
+
+def test_sigterm_ends_open_streams_with_a_retry_hint_then_exits(tmp_path: Path) -> None:
+    """Real gunicorn on Redis (a stream then waits for a message, its heartbeat is 30 s away):
+    SIGTERM reaches the app through the post_worker_init hook, the stream writes the retry
+    hint and ends, and the server exits long before GRACEFUL_TIMEOUT_SECONDS."""
+    redis_url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+    try:
+        redis.Redis.from_url(redis_url, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis at {redis_url} does not answer ({exc})")
+    grace = 20
+    extra = {
+        "SSE_HEARTBEAT_SECONDS": "30",
+        "REDIS_URL": redis_url,
+        "GRACEFUL_TIMEOUT_SECONDS": str(grace),
+    }
+    process, port = _start(tmp_path, **extra)
+    base = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        email = f"drain-{uuid.uuid4().hex[:8]}@example.test"
+        credentials = {"email": email, "password": "correct horse battery"}
+        _send(f"{base}/users", json.dumps(credentials).encode(), "application/json")
+        form = urllib.parse.urlencode({"username": email, "password": credentials["password"]})
+        token = _send(f"{base}/auth/token", form.encode(), "application/x-www-form-urlencoded")[
+            "access_token"
+        ]
+        job = _send(f"{base}/jobs", b'{"kind": "items_report"}', "application/json", token)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(
+                f"GET /api/v1/jobs/{job['id']}/events HTTP/1.1\r\nHost: test\r\n"
+                f"Authorization: Bearer {token}\r\n\r\n".encode()
+            )
+            received = b""
+            while b"event: progress" not in received:
+                chunk = client.recv(4096)
+                assert chunk, received
+                received += chunk
+            time.sleep(0.5)  # the stream waits for a message now
+            process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            # Until the last chunk (the connection may stay open: it was kept alive).
+            while not received.endswith(b"\r\n0\r\n\r\n"):
+                chunk = client.recv(4096)
+                assert chunk, received
+                received += chunk
+            ended = time.monotonic() - signalled
+        process.communicate(timeout=grace + 10)
+        exited = time.monotonic() - signalled
+    finally:
+        redis.Redis.from_url(redis_url).delete(SERVICE_NAME)  # the run_job nobody consumed
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert RECONNECT in received
+    assert received.endswith(RECONNECT + b"\r\n0\r\n\r\n"), received[-120:]  # chunked, complete
+    assert ended < 2, f"the stream ended {ended:.2f} s after SIGTERM"
+    assert exited < grace / 2, f"gunicorn exited {exited:.2f} s after SIGTERM"
     assert process.returncode == 0

@@ -23,7 +23,7 @@ def test_defaults_match_the_contract_table() -> None:
     assert (settings.host, settings.port) == ("0.0.0.0", 8001)  # noqa: S104
     assert settings.web_concurrency == 2
     assert (settings.db_pool_size, settings.db_max_overflow) == (10, 5)
-    assert settings.db_pool_timeout == 30
+    assert (settings.db_connect_timeout, settings.db_pool_timeout) == (5, 30)
     assert settings.max_body_bytes == 1_048_576
     assert settings.cors_origins == ()
     assert settings.docs_enabled is True
@@ -51,7 +51,8 @@ def test_every_variable_is_read() -> None:
             "WEB_CONCURRENCY": "4",
             "DB_POOL_SIZE": "3",
             "DB_MAX_OVERFLOW": "0",
-            "DB_POOL_TIMEOUT": "7",
+            "DB_CONNECT_TIMEOUT": "2",
+            "DB_POOL_TIMEOUT": "3",
             "MAX_BODY_BYTES": "2048",
             "CORS_ORIGINS": "https://a.example, https://b.example,",
             "DOCS_ENABLED": "false",
@@ -70,7 +71,8 @@ def test_every_variable_is_read() -> None:
     assert settings.access_token_ttl_seconds == 60
     assert settings.log_level == "warning"
     assert (settings.host, settings.port, settings.web_concurrency) == ("127.0.0.1", 9000, 4)
-    assert (settings.db_pool_size, settings.db_max_overflow, settings.db_pool_timeout) == (3, 0, 7)
+    assert (settings.db_pool_size, settings.db_max_overflow) == (3, 0)
+    assert (settings.db_connect_timeout, settings.db_pool_timeout) == (2, 3)
     assert settings.max_body_bytes == 2048
     assert settings.cors_origins == ("https://a.example", "https://b.example")
     assert settings.docs_enabled is False

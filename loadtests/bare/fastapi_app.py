@@ -45,7 +45,7 @@ async def ready() -> dict[str, str]:
 
 
 def main() -> None:
-    from fastapi_service import server
+    from fastapi_service import server, settings
 
     uvicorn.run(
         "loadtests.bare.fastapi_app:app",
@@ -58,7 +58,7 @@ def main() -> None:
         log_level="warning",
         access_log=False,
         timeout_keep_alive=server.KEEP_ALIVE_SECONDS,
-        timeout_graceful_shutdown=server.GRACEFUL_TIMEOUT_SECONDS,
+        timeout_graceful_shutdown=settings.Settings().graceful_timeout_seconds,
         backlog=server.BACKLOG,
         server_header=False,
     )

@@ -149,9 +149,11 @@ def contract_variables() -> frozenset[str]:
 
 
 def graceful_timeout_seconds(service: Service) -> int:
-    source = (service.folder / "src" / service.package / "server.py").read_text(encoding="utf-8")
-    match = re.search(r"^GRACEFUL_TIMEOUT_SECONDS = (\d+)", source, re.MULTILINE)
-    assert match, f"{service.package}/server.py: no GRACEFUL_TIMEOUT_SECONDS"
+    """The default of GRACEFUL_TIMEOUT_SECONDS in the service's settings.py."""
+    source = (service.folder / "src" / service.package / "settings.py").read_text(encoding="utf-8")
+    pattern = r"^    graceful_timeout_seconds: int = (?:Field\(default=)?(\d+)"
+    match = re.search(pattern, source, re.MULTILINE)
+    assert match, f"{service.package}/settings.py: no graceful_timeout_seconds default"
     return int(match.group(1))
 
 

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
+from . import lifecycle
 from .auth.routes import router as auth_router
 from .db import create_engine, create_session_factory
 from .docs import OPENAPI_URL, install_docs
@@ -67,7 +68,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             from . import migrate
 
             await asyncio.to_thread(migrate.upgrade, settings)
+        unwatch = lifecycle.watch_signals()  # SIGTERM: /readyz 503, streams end (lifecycle.py)
         yield
+        unwatch()
         celery.close()
         if broker is not None:
             await broker.aclose()

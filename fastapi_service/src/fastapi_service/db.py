@@ -58,7 +58,14 @@ def create_engine(settings: Settings) -> AsyncEngine:
             url,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
+            # What bounds a request while the database is unreachable: a new connection gives
+            # up after DB_CONNECT_TIMEOUT (asyncpg waits 60 s by default), a wait for a pooled
+            # one after DB_POOL_TIMEOUT (503).
             pool_timeout=settings.db_pool_timeout,
+            connect_args={"timeout": settings.db_connect_timeout},
+            # A connection that sat in the pool while the database restarted is dead; a ping
+            # on checkout replaces it, instead of a 503 whenever it is next used.
+            pool_pre_ping=True,
         )
     if url.database and url.database != ":memory:":
         settings.var_dir.mkdir(parents=True, exist_ok=True)

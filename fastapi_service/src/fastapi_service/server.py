@@ -1,8 +1,10 @@
 """Production server settings and `main()`: uvicorn with uvloop and httptools.
 
-HOST, PORT, WEB_CONCURRENCY and LOG_LEVEL come from Settings. On SIGTERM uvicorn stops
-accepting, lets in-flight requests finish for up to GRACEFUL_TIMEOUT_SECONDS (its own default
-is unlimited, so one open stream would hold shutdown until SIGKILL), then exits.
+HOST, PORT, WEB_CONCURRENCY, LOG_LEVEL and GRACEFUL_TIMEOUT_SECONDS come from Settings. On
+SIGTERM uvicorn stops accepting, lets in-flight requests finish for up to
+GRACEFUL_TIMEOUT_SECONDS (default 30; uvicorn's own default is unlimited), then exits; the
+app's lifespan chains onto uvicorn's signal handler (lifecycle.py), so /readyz says 503 and
+open event streams end with a `retry:` hint instead of holding shutdown until the timeout.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from .observability import configure_logging
 from .settings import Settings
 
 APP_IMPORT_STRING = "fastapi_service.main:app"
-GRACEFUL_TIMEOUT_SECONDS = 30
 KEEP_ALIVE_SECONDS = 75  # above typical load-test think times and load-balancer idle timeouts
 BACKLOG = 2048
 
@@ -48,7 +49,7 @@ def main() -> None:
         access_log=False,  # the app logs one line per request itself
         proxy_headers=False,  # X-Forwarded-For is not trusted: the peer is the client (rate limits)
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        timeout_graceful_shutdown=GRACEFUL_TIMEOUT_SECONDS,
+        timeout_graceful_shutdown=settings.graceful_timeout_seconds,
         backlog=BACKLOG,
         server_header=False,
     )

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     web_concurrency: int = Field(default=2, ge=1)
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=5, ge=0)
+    db_connect_timeout: int = Field(default=5, ge=1)
     db_pool_timeout: int = Field(default=30, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
@@ -53,6 +54,7 @@ class Settings(BaseSettings):
     rate_limit_writes: str = "120/minute"
     rate_limit_writes_per_ip: str = "600/minute"
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    graceful_timeout_seconds: int = Field(default=30, ge=1)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from celery import Celery
 from celery.signals import worker_process_shutdown
+from kombu.transport import redis as kombu_redis
 
 from .jobs import tasks
 from .settings import SERVICE_NAME, Settings
@@ -20,7 +22,31 @@ PING_TASK = f"{SERVICE_NAME}.ping"
 RUN_JOB_TASK = tasks.RUN_JOB_TASK
 BROKER_CONNECT_TIMEOUT_SECONDS = 1  # a down Redis fails a publish in about a second
 BROKER_SOCKET_TIMEOUT_SECONDS = 1  # the API's publishes only
+RESTORE_SWEEP_MAX_SECONDS = 60
 RESULT_BACKEND_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 1}
+
+
+class RedisChannel(kombu_redis.Channel):
+    """kombu's Redis channel, failing as a lost connection once its connection is closed.
+
+    When the broker goes away, Celery 5.7.0 closes the consumer's connection (kombu drops the
+    transport's link to it) while the channel lives on: a task still running then has its
+    acknowledgement, or the channel's give-back of unacknowledged messages, build a new Redis
+    pool from a connection that is gone, and the AttributeError ends the worker ("Unrecoverable
+    error"): no job would run after Redis comes back. As a connection error it is what kombu and
+    Celery already handle: logged, and the message stays unacknowledged in Redis, to be delivered
+    again after CELERY_VISIBILITY_TIMEOUT (a redelivered job resumes, or finds itself finished).
+    """
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        if self.connection is None or self.connection.client is None:
+            raise redis.exceptions.ConnectionError("the broker connection was closed")
+        params: dict[str, Any] = super()._connparams(asynchronous=asynchronous)
+        return params
+
+
+class RedisTransport(kombu_redis.Transport):
+    Channel = RedisChannel
 
 
 def ping() -> str:
@@ -48,6 +74,7 @@ def make_celery(settings: Settings, *, publisher: bool = False) -> Celery:
     API's app, which only sends tasks and must fail fast when the broker is down)."""
     if settings.redis_url:
         broker, backend = settings.redis_url, settings.redis_url
+        transport: str | None = f"{__name__}:RedisTransport"  # see RedisChannel
         options: dict[str, Any] = {"socket_connect_timeout": BROKER_CONNECT_TIMEOUT_SECONDS}
         if publisher:
             # The API's publish: a Redis that is down or hangs fails it within about a second
@@ -55,8 +82,18 @@ def make_celery(settings: Settings, *, publisher: bool = False) -> Celery:
             options |= {"socket_timeout": BROKER_SOCKET_TIMEOUT_SECONDS, "max_retries": 0}
     else:
         broker, backend, options = _embedded_transport(settings)
+        transport = None
     options["visibility_timeout"] = settings.celery_visibility_timeout
+    if settings.redis_url:
+        # kombu looks for unacknowledged messages past the visibility timeout only every
+        # 10 s x 10 calls (about 100 s) by default; look every quarter of the timeout instead
+        # (at most once a minute: one ZRANGE), so a task whose worker died is delivered again
+        # within about 1.25 x CELERY_VISIBILITY_TIMEOUT.
+        sweep = min(RESTORE_SWEEP_MAX_SECONDS, max(1, settings.celery_visibility_timeout // 4))
+        options |= {"unacked_restore_interval": sweep, "unacked_restore_throttle": 1}
     app = Celery(SERVICE_NAME, broker=broker, backend=backend, set_as_current=False)
+    if transport is not None:
+        app.conf.broker_transport = transport
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -4,7 +4,10 @@
 then reads the lower-case names below as its settings. HOST, PORT, WEB_CONCURRENCY and
 LOG_LEVEL come from Settings; GUNICORN_WORKER_CLASS (default gevent), GUNICORN_THREADS
 (default 8) and GUNICORN_WORKER_CONNECTIONS (default 1000) tune the workers. On SIGTERM
-gunicorn stops accepting, lets in-flight requests finish for up to graceful_timeout, then exits.
+gunicorn stops accepting, lets in-flight requests finish for up to graceful_timeout
+(GRACEFUL_TIMEOUT_SECONDS, default 30), then exits; the `post_worker_init` hook tells the app
+too (lifecycle.py), so /readyz says 503 and open event streams end with a `retry:` hint
+instead of holding the worker until the timeout cuts them.
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import lifecycle
 from .settings import Settings
 
 APP_IMPORT_STRING = "flask_service.main:app"
-GRACEFUL_TIMEOUT_SECONDS = 30
 KEEP_ALIVE_SECONDS = 75  # above typical load-test think times and load-balancer idle timeouts
 BACKLOG = 2048
 
@@ -37,7 +40,7 @@ worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 keepalive = KEEP_ALIVE_SECONDS
-graceful_timeout = GRACEFUL_TIMEOUT_SECONDS
+graceful_timeout = _settings.graceful_timeout_seconds
 timeout = 60  # a worker silent this long is restarted (its heartbeat runs between requests)
 backlog = BACKLOG
 loglevel = _settings.log_level
@@ -83,6 +86,11 @@ def clear_multiprocess_metrics() -> None:
 def on_starting(server: Any) -> None:
     """gunicorn hook (master, once, before any worker exists)."""
     clear_multiprocess_metrics()
+
+
+def post_worker_init(worker: Any) -> None:
+    """gunicorn hook (each worker, its signal handlers set): SIGTERM also reaches the app."""
+    lifecycle.watch_signals()
 
 
 def child_exit(server: Any, worker: Any) -> None:

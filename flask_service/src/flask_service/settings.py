@@ -78,6 +78,7 @@ class Settings:
     web_concurrency: int = 2
     db_pool_size: int = 10
     db_max_overflow: int = 5
+    db_connect_timeout: int = 5
     db_pool_timeout: int = 30
     max_body_bytes: int = 1_048_576
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
@@ -93,6 +94,7 @@ class Settings:
     rate_limit_writes: str = "120/minute"
     rate_limit_writes_per_ip: str = "600/minute"
     trusted_proxies: tuple[str, ...] = field(default_factory=tuple)
+    graceful_timeout_seconds: int = 30
 
     def __post_init__(self) -> None:
         if self.log_level not in LOG_LEVELS:
@@ -139,6 +141,7 @@ class Settings:
             "WEB_CONCURRENCY": ("web_concurrency", 1),
             "DB_POOL_SIZE": ("db_pool_size", 1),
             "DB_MAX_OVERFLOW": ("db_max_overflow", 0),
+            "DB_CONNECT_TIMEOUT": ("db_connect_timeout", 1),
             "DB_POOL_TIMEOUT": ("db_pool_timeout", 1),
             "MAX_BODY_BYTES": ("max_body_bytes", 1),
             "CELERY_VISIBILITY_TIMEOUT": ("celery_visibility_timeout", 1),
@@ -146,6 +149,7 @@ class Settings:
             "JOB_BATCH_SIZE": ("job_batch_size", 1),
             "JOB_MAX_RETRIES": ("job_max_retries", 0),
             "SSE_HEARTBEAT_SECONDS": ("sse_heartbeat_seconds", 1),
+            "GRACEFUL_TIMEOUT_SECONDS": ("graceful_timeout_seconds", 1),
         }
         for name, (attr, minimum) in integers.items():
             if env.get(name):

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import MISSING, BaseModel, ConfigDict
 from sqlalchemy import text
 
+from .. import lifecycle
 from ..deps import ContractRoute, SettingsDep
 from ..docs import problems
 from ..errors import is_unavailable
@@ -81,6 +82,8 @@ async def _broker_answers(request: Request, settings: SettingsDep) -> bool:
 )
 async def readiness(request: Request, settings: SettingsDep) -> Health:
     """Readiness probe (database and broker)"""
+    if lifecycle.shutting_down():  # draining (lifecycle.py): take this instance out
+        raise ServiceUnavailable("Not ready: shutting down.")
     checks = {
         "database": await _database_answers(request),
         "broker": await _broker_answers(request, settings),

@@ -3,7 +3,10 @@
 Whoever commits a change to a job publishes its new `event_seq` on `<SERVICE_NAME>:job:<id>`.
 A stream subscribes first, then re-reads the row on each message (and when its heartbeat is
 due); without Redis it polls the row with backoff. The row is the truth, messages are only
-hints, so a lost message delays an event until the next heartbeat but never loses it.
+hints, so a lost message delays an event until the next heartbeat but never loses it. When
+the process starts to shut down (lifecycle.py) the stream's wait is interrupted and it ends
+with RECONNECT: a `retry:` hint and no event, so the client reconnects with Last-Event-ID
+elsewhere and misses nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.responses import StreamingResponse
 
+from .. import lifecycle
 from ..db import SNAPSHOT_READ
 from ..models import Job
 from ..settings import SERVICE_NAME
@@ -30,6 +34,9 @@ from .service import event_name, job_view
 logger = logging.getLogger(__name__)
 
 HEARTBEAT = b": heartbeat\n\n"
+RECONNECT_MILLISECONDS = 1000
+# A comment and the reconnection delay, then a blank line: no event is dispatched.
+RECONNECT = f": shutting down, reconnect\nretry: {RECONNECT_MILLISECONDS}\n\n".encode()
 POLL_FIRST_SECONDS = 0.05
 POLL_MAX_SECONDS = 1.0
 SUBSCRIBE_TIMEOUT_SECONDS = 1.0
@@ -160,6 +167,8 @@ async def job_events(
 ) -> AsyncIterator[bytes]:
     """The stream's body: an event per change seen, heartbeats between, ends after terminal.
 
+    Once the process shuts down (lifecycle.py), the stream ends with RECONNECT.
+
     A client that goes away cancels this generator while it waits; the `finally` then drops
     the subscription (shielded, as the surrounding scope is cancelled) and the gauge.
     """
@@ -179,12 +188,16 @@ async def job_events(
                 notifier.reset()
             if job.status in TERMINAL and last >= job.event_seq:
                 return
+            if lifecycle.shutting_down():
+                yield RECONNECT
+                return
             remaining = last_write + heartbeat_seconds - time.monotonic()
             if remaining <= 0:
                 yield HEARTBEAT
                 last_write = time.monotonic()
                 continue
-            await notifier.wait(remaining)
+            with lifecycle.interruptible():
+                await notifier.wait(remaining)
     finally:
         if notifier is not None:
             with anyio.move_on_after(CLEANUP_TIMEOUT_SECONDS, shield=True):

@@ -11,6 +11,7 @@ from flask.views import MethodView
 from marshmallow import fields, validate
 from sqlalchemy import text
 
+from .. import lifecycle
 from ..deps import Blueprint, app_state
 from ..docs import problems
 from ..errors import is_unavailable
@@ -70,6 +71,8 @@ class Readiness(MethodView):
     @blp.response(200, Health, description="The database and the broker answer.")
     def get(self) -> dict[str, Any]:
         """Readiness probe (database and broker)"""
+        if lifecycle.shutting_down():  # draining (lifecycle.py): take this instance out
+            raise ServiceUnavailable("Not ready: shutting down.")
         checks = {"database": _database_answers(), "broker": _broker_answers()}
         failed = [name for name, ok in checks.items() if not ok]
         if failed:

@@ -5,7 +5,9 @@ each commit. A stream subscribes first, then reads the job row, sends it when it
 moved past the last one sent, and waits for a notification (or polls the row with backoff when
 there is no Redis). While it waits it watches the client's socket, so a client that went away
 frees the stream's thread or greenlet, its pubsub connection and its database use within a
-second instead of at the next heartbeat write.
+second instead of at the next heartbeat write. When the process starts to shut down
+(lifecycle.py) the stream ends within WATCH_SLICE_SECONDS with RECONNECT: a `retry:` hint and
+no event, so the client reconnects with Last-Event-ID elsewhere and misses nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ WATCH_SLICE_SECONDS = 0.5  # the longest a stream waits without looking at its c
 POLL_MIN_SECONDS = 0.05
 POLL_MAX_SECONDS = 1.0
 HEARTBEAT = b": heartbeat\n\n"
+RECONNECT_MILLISECONDS = 1000
+# A comment and the reconnection delay, then a blank line: no event is dispatched.
+RECONNECT = f": shutting down, reconnect\nretry: {RECONNECT_MILLISECONDS}\n\n".encode()
 PUBLISH_TIMEOUT_SECONDS = 1.0
 
 
@@ -161,9 +166,12 @@ def stream_events(
     *,
     last_event_id: int,
     heartbeat_seconds: float,
+    stopping: Callable[[], bool] = lambda: False,
     clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[bytes]:
     """The SSE body: events past `last_event_id`, heartbeats, the end after the terminal event.
+
+    Once `stopping()` says the process shuts down, the stream ends with RECONNECT.
 
     `read` runs a short transaction and releases its connection before returning (None: the
     job is gone, and so is the stream). The caller
@@ -180,6 +188,9 @@ def stream_events(
             yield format_event(snapshot)
             last, last_write, poll = snapshot.event_seq, clock(), POLL_MIN_SECONDS
         if is_terminal(snapshot.status) and last >= snapshot.event_seq:
+            return
+        if stopping():
+            yield RECONNECT
             return
         heartbeat_due = last_write + heartbeat_seconds
         if notifications.subscribed:
@@ -199,6 +210,8 @@ def stream_events(
                     return
             elif client.wait(slice_seconds):
                 return
+            if stopping():
+                break  # back to the top: the latest event, then RECONNECT
         if clock() >= heartbeat_due:
             yield HEARTBEAT
             last_write = clock()

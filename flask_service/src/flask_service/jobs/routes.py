@@ -10,6 +10,7 @@ from typing import Any
 from flask import Response, current_app, request
 from flask.views import MethodView
 
+from .. import lifecycle
 from ..db import SNAPSHOT_READ
 from ..deps import SIGNED_IN, AppState, Blueprint, app_state, current_user_id, get_session
 from ..deps import path_uuid as _path_uuid
@@ -178,6 +179,7 @@ def _event_stream(
             client,
             last_event_id=last_event_id,
             heartbeat_seconds=state.settings.sse_heartbeat_seconds,
+            stopping=lifecycle.shutting_down,
         )
     except Exception as exc:
         if not is_unavailable(exc):
