@@ -20,7 +20,9 @@ import anyio
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Gauge
 from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from starlette.types import Message
 
 from fastapi_service import create_app, lifecycle, security
@@ -582,3 +584,27 @@ async def test_watch_signals_runs_before_the_servers_own_handler(shutdown: None)
         assert not lifecycle.shutting_down()
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+async def test_a_database_lost_after_the_headers_ends_the_stream_quietly(tmp_path: Path) -> None:
+    """The status line is sent before the body runs: a database error then cannot be a 503.
+
+    The stream ends (EventSource resumes with Last-Event-ID) instead of raising into Starlette,
+    which would drop the connection mid-response. A real engine whose file cannot be opened.
+    """
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/missing/service.sqlite3")
+    gauge = Gauge("streams", "open streams", registry=CollectorRegistry())
+    body = events.job_events(
+        session_factory=async_sessionmaker(engine),
+        client=None,
+        streams_open=gauge,
+        owner_id=uuid.uuid4(),
+        job_id=uuid.uuid4(),
+        last_event_id=0,
+        heartbeat_seconds=1,
+    )
+    try:
+        assert [chunk async for chunk in body] == []
+    finally:
+        await engine.dispose()
+    assert gauge._value.get() == 0

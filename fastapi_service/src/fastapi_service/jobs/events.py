@@ -25,6 +25,7 @@ from starlette.responses import StreamingResponse
 
 from .. import lifecycle
 from ..db import SNAPSHOT_READ
+from ..errors import is_unavailable
 from ..models import Job
 from ..settings import SERVICE_NAME
 from .schemas import TERMINAL
@@ -198,6 +199,11 @@ async def job_events(
                 continue
             with lifecycle.interruptible():
                 await notifier.wait(remaining)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        # The headers are gone already: end the stream; EventSource resumes with Last-Event-ID.
+        logger.warning("job %s stream ended, database unavailable: %s", job_id, exc)
     finally:
         if notifier is not None:
             with anyio.move_on_after(CLEANUP_TIMEOUT_SECONDS, shield=True):
