@@ -14,6 +14,7 @@ concurrent deliveries only one can move it.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import random
 import uuid
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 RUN_JOB_TASK = f"{SERVICE_NAME}.run_job"
 PUBLISH_TIMEOUT_SECONDS = 1.0
 MAX_RETRY_DELAY_SECONDS = 30.0
+REQUEUE_BATCH = 100  # stale jobs claimed per sweep, at most
 INTERNAL_ERROR = {
     "type": "urn:problem:internal-error",
     "title": "Internal server error",
@@ -262,3 +264,34 @@ def run_job(task: Any, loop: WorkerLoop, job_id: str) -> None:
             return
         logger.exception("job %s failed", job_id)
         loop.run(fail(ctx, job_uuid, INTERNAL_ERROR))
+
+
+async def claim_stale(
+    session_factory: async_sessionmaker[AsyncSession], settings: Settings
+) -> list[uuid.UUID]:
+    """Jobs `queued` for longer than JOB_REQUEUE_AFTER_SECONDS, claimed for a re-publish.
+
+    One UPDATE ... RETURNING (PostgreSQL; SQLite >= 3.35) moves their `updated_at` to now, so
+    each stale job is claimed by one sweeper of several replicas, and claimed again only after
+    another JOB_REQUEUE_AFTER_SECONDS. On PostgreSQL the rows are picked FOR UPDATE SKIP LOCKED
+    (a concurrent sweep, or a task starting, holds them: the sweep neither waits nor takes them)
+    and the UPDATE re-checks status and `updated_at`.
+    """
+    now = utcnow()
+    cutoff = now - dt.timedelta(seconds=settings.job_requeue_after_seconds)
+    stale = (Job.status == QUEUED, Job.updated_at < cutoff)
+    oldest = (
+        select(Job.id)
+        .where(*stale)
+        .order_by(Job.updated_at)
+        .limit(REQUEUE_BATCH)
+        .with_for_update(skip_locked=True)  # PostgreSQL: pass over rows a task or sweep holds
+    )
+    async with session_factory() as session, session.begin():
+        claimed = await session.scalars(
+            update(Job)
+            .where(Job.id.in_(oldest.scalar_subquery()), *stale)
+            .values(updated_at=now)
+            .returning(Job.id)
+        )
+        return list(claimed)

@@ -8,6 +8,7 @@ commit together, and the progress UPDATE only matches the progress it started fr
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import random
 import uuid
@@ -30,6 +31,7 @@ RUN_JOB_TASK = f"{SERVICE_NAME}.run_job"
 SETTINGS_KEY = "service_settings"  # the Celery app's conf entry holding the Settings
 OK, CANCELLED, LOST = "ok", "cancelled", "lost"
 MAX_BACKOFF_SECONDS = 30
+REQUEUE_BATCH = 100  # stale jobs claimed per sweep, at most
 logger = logging.getLogger(__name__)
 
 
@@ -292,3 +294,32 @@ def run_job(task: Any, job_id: str) -> None:
             return
         logger.exception("job %s failed", job_id)
         fail(runtime, ident, INTERNAL_ERROR)
+
+
+def claim_stale(session_factory: sessionmaker[Session], settings: Settings) -> list[uuid.UUID]:
+    """Jobs `queued` for longer than JOB_REQUEUE_AFTER_SECONDS, claimed for a re-publish.
+
+    One UPDATE ... RETURNING (PostgreSQL; SQLite >= 3.35) moves their `updated_at` to now, so
+    each stale job is claimed by one sweeper of several replicas, and claimed again only after
+    another JOB_REQUEUE_AFTER_SECONDS. On PostgreSQL the rows are picked FOR UPDATE SKIP LOCKED
+    (a concurrent sweep, or a task starting, holds them: the sweep neither waits nor takes them)
+    and the UPDATE re-checks status and `updated_at`.
+    """
+    now = utcnow()
+    cutoff = now - dt.timedelta(seconds=settings.job_requeue_after_seconds)
+    stale = (Job.status == service.QUEUED, Job.updated_at < cutoff)
+    oldest = (
+        select(Job.id)
+        .where(*stale)
+        .order_by(Job.updated_at)
+        .limit(REQUEUE_BATCH)
+        .with_for_update(skip_locked=True)  # PostgreSQL: pass over rows a task or sweep holds
+    )
+    with session_factory() as session, session.begin():
+        claimed = session.scalars(
+            update(Job)
+            .where(Job.id.in_(oldest.scalar_subquery()), *stale)
+            .values(updated_at=now)
+            .returning(Job.id)
+        )
+        return list(claimed)
