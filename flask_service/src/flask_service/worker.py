@@ -214,7 +214,8 @@ class RequeueStaleJobs(bootsteps.StartStopStep):
     Redis, a timer thread on the embedded broker): no beat process, any number of replicas.
     """
 
-    requires = ("celery.worker.components:Timer",)
+    # After the pool: its first children are forked before the first sweep.
+    requires = ("celery.worker.components:Timer", "celery.worker.components:Pool")
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
