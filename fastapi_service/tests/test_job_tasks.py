@@ -4,6 +4,7 @@ duplicates, cancellation between batches, failures and retries, and one job thro
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import os
 import signal
@@ -24,6 +25,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
 from fastapi_service import create_app
+from fastapi_service.db import utcnow
 from fastapi_service.jobs import tasks
 from fastapi_service.jobs.service import items_report, percentile
 from fastapi_service.jobs.tasks import JobContext, WorkerLoop, execute
@@ -167,6 +169,63 @@ async def test_two_concurrent_deliveries_import_once(app: FastAPI, settings: Set
     assert sorted(names) == sorted(f"n{i}" for i in range(7))
     assert row.status == "succeeded"
     assert row.progress_done == 7
+
+
+@pytest.mark.anyio
+async def test_a_second_message_for_a_finished_job_does_nothing(
+    app: FastAPI, settings: Settings
+) -> None:
+    for kind, params, total in (("import_items", _items(3), 3), ("items_report", {}, 0)):
+        job = await _new_job(app, kind, params, total)
+        await execute(_context(app, settings), job.id)
+        first, names = await _state(app, job)
+        await execute(_context(app, settings), job.id)  # the sweeper's duplicate, arriving late
+        again, names_again = await _state(app, job)
+        assert first.status == "succeeded"
+        assert (again.status, again.event_seq, again.finished_at, again.result) == (
+            first.status,
+            first.event_seq,
+            first.finished_at,
+            first.result,
+        )
+        assert names_again == names
+
+
+async def _set(app: FastAPI, job_id: uuid.UUID, **values: Any) -> None:
+    async with app.state.session_factory() as session:
+        await session.execute(update(Job).where(Job.id == job_id).values(**values))
+        await session.commit()
+
+
+@pytest.mark.anyio
+async def test_claim_stale_takes_each_stale_queued_job_once(
+    app: FastAPI, settings: Settings
+) -> None:
+    """Two sweepers claiming at once (two sessions): each stale `queued` job goes to exactly
+    one of them; fresh and running jobs to neither; a claimed job is fresh again."""
+    settings = settings.model_copy(update={"job_requeue_after_seconds": 30})
+    stale = [(await _new_job(app, "items_report", {}, 0)).id for _ in range(6)]
+    fresh = (await _new_job(app, "items_report", {}, 0)).id
+    running = (await _new_job(app, "items_report", {}, 0)).id
+    long_ago = utcnow() - dt.timedelta(seconds=60)
+    for job_id in stale:
+        await _set(app, job_id, updated_at=long_ago)
+    await _set(app, running, status="running", updated_at=long_ago)
+    claims: list[list[uuid.UUID]] = []
+
+    async def sweep() -> None:
+        claims.append(await tasks.claim_stale(app.state.session_factory, settings))
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(sweep)
+            group.start_soon(sweep)
+    assert sorted(claims[0] + claims[1]) == sorted(stale)  # none twice, none missed
+    assert await tasks.claim_stale(app.state.session_factory, settings) == []
+    async with app.state.session_factory() as session:
+        states = {job.id: job for job in await session.scalars(select(Job))}
+    assert (states[fresh].status, states[running].status) == ("queued", "running")
+    assert all(states[job_id].updated_at > long_ago for job_id in stale)
 
 
 @pytest.mark.anyio
@@ -340,6 +399,7 @@ def _worker_env(settings: Settings) -> dict[str, str]:
         "VAR_DIR": str(settings.var_dir),
         "CELERY_CONCURRENCY": "1",
         "JOB_BATCH_SIZE": "2",
+        "JOB_REQUEUE_AFTER_SECONDS": str(settings.job_requeue_after_seconds),
         "LOG_LEVEL": "info",
     }
     if settings.database_url:
@@ -348,9 +408,12 @@ def _worker_env(settings: Settings) -> dict[str, str]:
 
 
 @pytest.fixture
-def worker_settings(migrated_settings: Settings, tmp_path: Path) -> Settings:
+def worker_settings(
+    migrated_settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
+) -> Settings:
     # Its own broker folder: other tests leave messages in the session's.
-    return migrated_settings.model_copy(update={"var_dir": tmp_path / "var"})
+    changes = getattr(request, "param", {})
+    return migrated_settings.model_copy(update={"var_dir": tmp_path / "var", **changes})
 
 
 @pytest.fixture
@@ -393,6 +456,28 @@ async def test_a_job_through_a_real_worker(
                 select(func.count()).select_from(Job).where(Job.id == uuid.UUID(job["id"]))
             )
         assert count == 1
+    assert real_worker.poll() is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("worker_settings", [{"job_requeue_after_seconds": 1}], indirect=True)
+async def test_a_queued_job_whose_message_was_lost_runs_after_the_requeue_setting(
+    worker_settings: Settings, real_worker: subprocess.Popen[bytes]
+) -> None:
+    """The job is stored `queued` but its message never reaches the broker (as when Redis
+    loses a popped message): the worker's sweep publishes it again after
+    JOB_REQUEUE_AFTER_SECONDS (1 s here) and it runs."""
+    app = create_app(worker_settings)
+    async with app.router.lifespan_context(app):
+        job = await _new_job(app, "import_items", _items(3), 3)  # stored, never published
+        with anyio.fail_after(20):
+            while True:
+                if (await _state(app, job))[0].status == "succeeded":
+                    break
+                await anyio.sleep(0.2)
+        row, names = await _state(app, job)
+        assert names == ["n0", "n1", "n2"]
+        assert row.result == {"created": 3}
     assert real_worker.poll() is None
 
 

@@ -203,6 +203,7 @@ def start_worker(tmp_path: Path) -> Iterator[StartWorker]:
             "VAR_DIR": str(settings.var_dir),
             "CELERY_CONCURRENCY": "1",
             "JOB_BATCH_SIZE": str(settings.job_batch_size),
+            "JOB_REQUEUE_AFTER_SECONDS": str(settings.job_requeue_after_seconds),
         }
         if settings.redis_url:
             env["REDIS_URL"] = settings.redis_url

@@ -3,6 +3,7 @@ and the task body on a real database (SQLite, and PostgreSQL with TEST_DATABASE_
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from sqlalchemy import exc as sa_exc
 
 from conftest import TEST_SECRET, StartWorker, User, data, locations, problem, quick_user
 from flask_service import create_app, lifecycle
+from flask_service.db import utcnow
 from flask_service.deps import STATE_KEY
 from flask_service.jobs import service, tasks
 from flask_service.jobs.events import RECONNECT, Publisher
@@ -414,6 +416,55 @@ def test_report_over_the_owners_items(
     assert _row(app, nothing).result == service.items_report([])
 
 
+def test_claim_stale_takes_each_stale_queued_job_once(
+    app: Flask, runtime: Runtime, user: User
+) -> None:
+    """Two sweepers claiming at once (two threads, two connections): each stale `queued` job
+    goes to exactly one of them; fresh and running jobs to neither; a claimed job is fresh."""
+    settings = replace(runtime.settings, job_requeue_after_seconds=30)
+    body = {"kind": "import_items", "items": _items(1)}
+    stale = {_new_job(runtime, user.id, body) for _ in range(6)}
+    fresh, running = _new_job(runtime, user.id, body), _new_job(runtime, user.id, body)
+    long_ago = utcnow() - dt.timedelta(seconds=60)
+    for job_id in stale:
+        _set(app, job_id, updated_at=long_ago)
+    _set(app, running, status="running", updated_at=long_ago)
+    start = threading.Barrier(2)
+    claims: list[list[uuid.UUID]] = []
+
+    def sweep() -> None:
+        start.wait()
+        claims.append(tasks.claim_stale(runtime.session_factory, settings))
+
+    sweepers = [threading.Thread(target=sweep) for _ in range(2)]
+    for thread in sweepers:
+        thread.start()
+    for thread in sweepers:
+        thread.join(timeout=30)
+    assert len(claims) == 2
+    assert sorted(claims[0] + claims[1]) == sorted(stale)  # none twice, none missed
+    assert tasks.claim_stale(runtime.session_factory, settings) == []
+    assert (_row(app, fresh).status, _row(app, running).status) == ("queued", "running")
+    assert all(_row(app, job_id).updated_at > long_ago for job_id in stale)
+
+
+def test_a_second_message_for_a_finished_report_does_nothing(
+    app: Flask, runtime: Runtime, user: User
+) -> None:
+    job_id = _new_job(runtime, user.id, {"kind": "items_report"})
+    tasks.execute(runtime, job_id)
+    first = _row(app, job_id)
+    tasks.execute(runtime, job_id)  # the sweeper's duplicate arrives after the original
+    again = _row(app, job_id)
+    assert first.status == "succeeded"
+    assert (again.status, again.event_seq, again.finished_at, again.result) == (
+        first.status,
+        first.event_seq,
+        first.finished_at,
+        first.result,
+    )
+
+
 def test_an_unexpected_error_fails_the_job(app: Flask, base_settings: Settings, user: User) -> None:
     runtime = Runtime.build(base_settings)
     job_id = _new_job(runtime, user.id, {"kind": "import_items", "items": _items(1)})
@@ -473,6 +524,26 @@ def test_a_job_through_a_real_worker(
         assert sorted(item["name"] for item in items) == sorted(i["name"] for i in _items(5))
         stream = client.get(f"{JOBS}/{job['id']}/events", headers=user.auth).get_data(as_text=True)
         assert [event["event"] for event in _events(stream)] == ["succeeded"]
+    finally:
+        app.extensions[STATE_KEY].engine.dispose()
+
+
+def test_a_queued_job_whose_message_was_lost_runs_after_the_requeue_setting(
+    tmp_path: Path, start_worker: StartWorker, password_hash: str
+) -> None:
+    """The job is stored `queued` but its message never reaches the broker (as when Redis
+    loses a popped message): the worker's sweep publishes it again after
+    JOB_REQUEUE_AFTER_SECONDS and it runs."""
+    settings = Settings(var_dir=tmp_path / "var", jwt_secret=TEST_SECRET, log_level="warning")
+    app = create_app(settings)
+    try:
+        user = quick_user(app, password_hash)
+        body = {"kind": "import_items", "items": _items(3)}
+        with app.extensions[STATE_KEY].session_factory() as session, session.begin():
+            job_id = service.create_job(session, uuid.UUID(user.id), body).id  # not published
+        start_worker(replace(settings, job_requeue_after_seconds=1))
+        _wait_until(lambda: _row(app, job_id).status == "succeeded", 30, "the job never ran")
+        assert _item_count(app, user.id) == 3
     finally:
         app.extensions[STATE_KEY].engine.dispose()
 

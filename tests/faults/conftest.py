@@ -174,10 +174,13 @@ StackFactory = Callable[..., Stack]
 
 # The shared stack's settings beyond the rows' (harness ROW_SETTINGS): Redis redelivers a task
 # whose worker died after 10 s instead of 60 s (test_worker_kill; every job of the fault suite
-# lasts well under that), and small pools on the private cluster whose waits are bounded at 10 s
-# (the default 30 s lets a load peak queue; test_postgres_restart bounds requests by it).
+# lasts well under that), a job still `queued` after 5 s (its message lost, e.g. popped by the
+# worker's BRPOP as Redis stopped) is published again (test_redis_outage), and small pools on
+# the private cluster whose waits are bounded at 10 s (the default 30 s lets a load peak queue;
+# test_postgres_restart bounds requests by it).
 STACK_SETTINGS = {
     "CELERY_VISIBILITY_TIMEOUT": "10",
+    "JOB_REQUEUE_AFTER_SECONDS": "5",
     "DB_POOL_SIZE": "5",
     "DB_MAX_OVERFLOW": "5",
     "DB_POOL_TIMEOUT": "10",

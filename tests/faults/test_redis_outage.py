@@ -6,18 +6,18 @@ clients do the CRUD mix plus job submissions (`POST /jobs`, an `items_report`): 
 - CRUD is unaffected: 0 non-2xx among creates, reads, updates, lists and deletes;
 - while Redis is down every job submission is a 503 `service-unavailable` problem+json with
   Retry-After, answered within JOB_REFUSAL_BOUND (2 s), and a refused job is not stored;
-- once Redis is back, jobs are accepted again; every job acknowledged with a 202 after it is
-  back runs to `succeeded`, and so does every one acknowledged before, but for at most
-  IN_FLIGHT_LOSS per stop (below);
+- once Redis is back, jobs are accepted again; every job acknowledged with a 202, before the
+  stop or after, runs to `succeeded`: none is lost (below);
 - /healthz 200 throughout; /readyz 503 naming the broker while Redis is down;
 - an import that is running when Redis stops (its message unacknowledged) still ends with
   exactly its items: the worker survives the lost connection (the services' worker.py,
   `RedisChannel`) and the job completes once, not twice.
 
-Known limit, allowed here and printed: kombu's Redis transport takes a message with BRPOP and
-records it as unacknowledged in a second command; a message popped by the worker's one BRPOP
-just as Redis stops is in neither place, so its job stays `queued` (seen once in five runs
-before this allowance; the figure "accepted, not succeeded" shows when it was accepted).
+Lost messages: kombu's Redis transport takes a message with BRPOP and records it as
+unacknowledged in a second command; a message popped by the worker's BRPOP just as Redis stops
+is in neither place (seen once in five runs). Its job stays `queued` until the worker's sweep
+publishes it again after JOB_REQUEUE_AFTER_SECONDS (the stack's: 5 s; the services' worker.py,
+`RequeueStaleJobs`); the figure "accepted, not succeeded" would show when a lost one was accepted.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from faults.workload import Account, Workload, register
 
 JOB_REFUSAL_BOUND = 2.0  # contract/README.md, Jobs: the 503 comes within 2 s
 MIX = {"create": 4, "read": 3, "update": 2, "list": 1, "delete": 1, "job": 2}
-IN_FLIGHT_LOSS = 1  # jobs a stop may lose: the one a worker's BRPOP holds (docstring)
 IMPORT_COUNT = 3000  # 60 batches of 50: still running when Redis stops
 
 
@@ -144,10 +143,7 @@ def test_redis_stopped_and_started_under_load(stack: Stack, profile: Profile) ->
         after = [op for op in job_ops if op.sent > load.marks[f"back{n}"] and op.ok]
         assert after, f"no job accepted after Redis came back (round {n})\n{table}"
     assert jobs.acknowledged and jobs.succeeded >= 1, table
-    back = load.marks[f"back{last}"]  # accepted after the last stop: nothing may be lost
-    late = [op for op in job_ops if op.ok and op.sent > back and op.item_id in jobs.unfinished]
-    assert not late, f"jobs accepted after Redis was back did not run: {late[:3]}\n{table}"
-    assert len(jobs.unfinished) <= IN_FLIGHT_LOSS * rounds, f"jobs lost: {jobs.unfinished}\n{table}"
+    assert not jobs.unfinished, f"accepted jobs that did not succeed: {jobs.unfinished}\n{table}"
     assert jobs.refused_but_stored == 0, table
     for job in imported:
         assert job["status"] == "succeeded", f"import running at the stop: {job}\n{table}"

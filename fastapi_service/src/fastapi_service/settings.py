@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     celery_concurrency: int = Field(default=2, ge=1)
     job_batch_size: int = Field(default=500, ge=1)
     job_max_retries: int = Field(default=5, ge=0)
+    job_requeue_after_seconds: int = Field(default=60, ge=1)
     sse_heartbeat_seconds: int = Field(default=15, ge=1)
     rate_limit_enabled: bool = True
     rate_limit_login: str = "10/minute"

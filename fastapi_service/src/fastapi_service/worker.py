@@ -8,10 +8,13 @@ it to be delivered again (on Redis, once the visibility timeout has passed).
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 from typing import Any
 
 import redis
-from celery import Celery
+from celery import Celery, bootsteps
 from celery.signals import worker_process_shutdown
 from kombu.transport import redis as kombu_redis
 
@@ -23,7 +26,15 @@ RUN_JOB_TASK = tasks.RUN_JOB_TASK
 BROKER_CONNECT_TIMEOUT_SECONDS = 1  # a down Redis fails a publish in about a second
 BROKER_SOCKET_TIMEOUT_SECONDS = 1  # the API's publishes only
 RESTORE_SWEEP_MAX_SECONDS = 60
+REQUEUE_SWEEP_MAX_SECONDS = 60
 RESULT_BACKEND_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 1}
+logger = logging.getLogger(__name__)
+# On the embedded broker the sweep runs on Celery's timer thread while the pool may fork a
+# child (at start, or to replace one): a fork in mid-sweep copies the locks the sweep holds
+# (the driver's, logging's) into the child, which then hangs on its first task. The sweep
+# holds this lock and a fork waits for it (`_hold_forks_while_sweeping`).
+_SWEEP_LOCK = threading.Lock()
+_fork_hook_registered = False
 
 
 class RedisChannel(kombu_redis.Channel):
@@ -122,7 +133,98 @@ def make_celery(settings: Settings, *, publisher: bool = False) -> Celery:
         tasks.run_job(task, loop, job_id)
 
     app.job_loop = loop
+    app.steps["worker"].add(RequeueStaleJobs)
     return app
+
+
+def _settings(app: Celery) -> Settings:
+    settings: Settings = app.job_loop.settings
+    return settings
+
+
+def requeue_stale(app: Celery) -> int:
+    """Claim the jobs `queued` too long and publish each again; how many were published.
+
+    Its own loop, engine and client, closed after: the sweep runs in the worker's main process,
+    whose pool children are forked from it, so it keeps no connection open between sweeps.
+    Errors are logged, not raised (the timer would stop): a job claimed but not published is
+    claimed again after another JOB_REQUEUE_AFTER_SECONDS.
+    """
+    with _SWEEP_LOCK:
+        return _requeue_stale(app)
+
+
+def _requeue_stale(app: Celery) -> int:
+    settings = _settings(app)
+    published = 0
+    try:
+        loop = tasks.WorkerLoop(settings)
+        try:
+            claimed = loop.run(tasks.claim_stale(loop.context().session_factory, settings))
+        finally:
+            loop.close()
+        for job_id in claimed:
+            tasks.enqueue(app, job_id)
+            published += 1
+    except Exception as exc:
+        logger.warning("re-queueing stale jobs failed after %d: %r", published, exc)
+    if published:
+        logger.warning(
+            "re-queued %d job(s) still queued after %d s",
+            published,
+            settings.job_requeue_after_seconds,
+        )
+    return published
+
+
+def requeue_interval(settings: Settings) -> int:
+    """Seconds between sweeps: a quarter of JOB_REQUEUE_AFTER_SECONDS, 1 to 60."""
+    return min(REQUEUE_SWEEP_MAX_SECONDS, max(1, settings.job_requeue_after_seconds // 4))
+
+
+def _hold_forks_while_sweeping() -> None:
+    """Make a fork of this process wait for a sweep in progress (see _SWEEP_LOCK); once."""
+    global _fork_hook_registered
+    if not _fork_hook_registered:
+        os.register_at_fork(
+            before=_SWEEP_LOCK.acquire,
+            after_in_parent=_SWEEP_LOCK.release,
+            after_in_child=_SWEEP_LOCK.release,
+        )
+        _fork_hook_registered = True
+
+
+class RequeueStaleJobs(bootsteps.StartStopStep):
+    """Worker bootstep: sweep for lost jobs at start, then every `requeue_interval`.
+
+    A job is stored `queued` before its message is published, and a message can still be lost
+    after the 202 (kombu's Redis transport pops it with BRPOP and records it as unacknowledged
+    in a second command: a Redis that stops in between loses it). A job still `queued` after
+    JOB_REQUEUE_AFTER_SECONDS is published again with the same task id. One that only waited
+    in a long queue gets a second message, which finds it running or finished and does nothing.
+    The sweep runs in the worker's main process on the worker's own timer (the event loop's on
+    Redis, a timer thread on the embedded broker): no beat process, any number of replicas.
+    """
+
+    # After the pool: its first children are forked before the first sweep.
+    requires = ("celery.worker.components:Timer", "celery.worker.components:Pool")
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.timers: list[Any] = []
+
+    def start(self, parent: Any) -> None:
+        _hold_forks_while_sweeping()
+        interval = requeue_interval(_settings(parent.app))
+        self.timers = [
+            parent.timer.call_after(0, requeue_stale, (parent.app,)),
+            parent.timer.call_repeatedly(interval, requeue_stale, (parent.app,)),
+        ]
+
+    def stop(self, parent: Any) -> None:
+        for timer in self.timers:
+            timer.cancel()
+        self.timers = []
 
 
 @worker_process_shutdown.connect

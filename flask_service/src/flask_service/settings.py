@@ -87,6 +87,7 @@ class Settings:
     celery_concurrency: int = 2
     job_batch_size: int = 500
     job_max_retries: int = 5
+    job_requeue_after_seconds: int = 60
     sse_heartbeat_seconds: int = 15
     rate_limit_enabled: bool = True
     rate_limit_login: str = "10/minute"
@@ -148,6 +149,7 @@ class Settings:
             "CELERY_CONCURRENCY": ("celery_concurrency", 1),
             "JOB_BATCH_SIZE": ("job_batch_size", 1),
             "JOB_MAX_RETRIES": ("job_max_retries", 0),
+            "JOB_REQUEUE_AFTER_SECONDS": ("job_requeue_after_seconds", 1),
             "SSE_HEARTBEAT_SECONDS": ("sse_heartbeat_seconds", 1),
             "GRACEFUL_TIMEOUT_SECONDS": ("graceful_timeout_seconds", 1),
         }

@@ -14,6 +14,7 @@ concurrent deliveries only one can move it.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import random
 import uuid
@@ -24,7 +25,7 @@ import redis.asyncio as redis
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from ..db import create_engine, create_session_factory, utcnow
+from ..db import SNAPSHOT_READ, create_engine, create_session_factory, utcnow
 from ..errors import is_unavailable
 from ..models import Item, Job
 from ..settings import SERVICE_NAME, Settings
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 RUN_JOB_TASK = f"{SERVICE_NAME}.run_job"
 PUBLISH_TIMEOUT_SECONDS = 1.0
 MAX_RETRY_DELAY_SECONDS = 30.0
+REQUEUE_BATCH = 100  # stale jobs claimed per sweep, at most
 INTERNAL_ERROR = {
     "type": "urn:problem:internal-error",
     "title": "Internal server error",
@@ -262,3 +264,30 @@ def run_job(task: Any, loop: WorkerLoop, job_id: str) -> None:
             return
         logger.exception("job %s failed", job_id)
         loop.run(fail(ctx, job_uuid, INTERNAL_ERROR))
+
+
+async def claim_stale(
+    session_factory: async_sessionmaker[AsyncSession], settings: Settings
+) -> list[uuid.UUID]:
+    """Jobs `queued` for longer than JOB_REQUEUE_AFTER_SECONDS, claimed for a re-publish.
+
+    A read finds them (most sweeps find none and take no write lock); one UPDATE ... RETURNING
+    (PostgreSQL; SQLite >= 3.35) then moves their `updated_at` to now, re-checking status and
+    `updated_at`, so each stale job is claimed by one sweeper of several replicas (on PostgreSQL
+    a concurrent claim waits for the row and then no longer matches), and claimed again only
+    after another JOB_REQUEUE_AFTER_SECONDS.
+    """
+    now = utcnow()
+    cutoff = now - dt.timedelta(seconds=settings.job_requeue_after_seconds)
+    stale = (Job.status == QUEUED, Job.updated_at < cutoff)
+    oldest = select(Job.id).where(*stale).order_by(Job.updated_at).limit(REQUEUE_BATCH)
+    async with session_factory() as session:
+        await session.connection(execution_options=SNAPSHOT_READ)  # SQLite: no write lock
+        found = list(await session.scalars(oldest))
+    if not found:
+        return []
+    async with session_factory() as session, session.begin():
+        claimed = await session.scalars(
+            update(Job).where(Job.id.in_(found), *stale).values(updated_at=now).returning(Job.id)
+        )
+        return list(claimed)

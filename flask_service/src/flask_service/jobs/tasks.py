@@ -8,6 +8,7 @@ commit together, and the progress UPDATE only matches the progress it started fr
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import random
 import uuid
@@ -18,7 +19,7 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..db import create_engine, create_session_factory, utcnow
+from ..db import SNAPSHOT_READ, create_engine, create_session_factory, utcnow
 from ..items.service import tag_filter
 from ..models import Item, Job, new_id
 from ..settings import SERVICE_NAME, Settings
@@ -30,6 +31,7 @@ RUN_JOB_TASK = f"{SERVICE_NAME}.run_job"
 SETTINGS_KEY = "service_settings"  # the Celery app's conf entry holding the Settings
 OK, CANCELLED, LOST = "ok", "cancelled", "lost"
 MAX_BACKOFF_SECONDS = 30
+REQUEUE_BATCH = 100  # stale jobs claimed per sweep, at most
 logger = logging.getLogger(__name__)
 
 
@@ -292,3 +294,28 @@ def run_job(task: Any, job_id: str) -> None:
             return
         logger.exception("job %s failed", job_id)
         fail(runtime, ident, INTERNAL_ERROR)
+
+
+def claim_stale(session_factory: sessionmaker[Session], settings: Settings) -> list[uuid.UUID]:
+    """Jobs `queued` for longer than JOB_REQUEUE_AFTER_SECONDS, claimed for a re-publish.
+
+    A read finds them (most sweeps find none and take no write lock); one UPDATE ... RETURNING
+    (PostgreSQL; SQLite >= 3.35) then moves their `updated_at` to now, re-checking status and
+    `updated_at`, so each stale job is claimed by one sweeper of several replicas (on PostgreSQL
+    a concurrent claim waits for the row and then no longer matches), and claimed again only
+    after another JOB_REQUEUE_AFTER_SECONDS.
+    """
+    now = utcnow()
+    cutoff = now - dt.timedelta(seconds=settings.job_requeue_after_seconds)
+    stale = (Job.status == service.QUEUED, Job.updated_at < cutoff)
+    oldest = select(Job.id).where(*stale).order_by(Job.updated_at).limit(REQUEUE_BATCH)
+    with session_factory() as session:
+        session.connection(execution_options=SNAPSHOT_READ)  # SQLite: no write lock
+        found = list(session.scalars(oldest))
+    if not found:
+        return []
+    with session_factory() as session, session.begin():
+        claimed = session.scalars(
+            update(Job).where(Job.id.in_(found), *stale).values(updated_at=now).returning(Job.id)
+        )
+        return list(claimed)
