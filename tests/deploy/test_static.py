@@ -438,7 +438,8 @@ def connection_budget(overlay: str) -> dict[str, int]:
     per_pod = int(config["WEB_CONCURRENCY"]) * (
         int(config["DB_POOL_SIZE"]) + int(config["DB_MAX_OVERFLOW"])
     )
-    celery = workers * int(config["CELERY_CONCURRENCY"])
+    # + 1 per worker: its main process sweeps stale queued jobs (JOB_REQUEUE_AFTER_SECONDS)
+    celery = workers * (int(config["CELERY_CONCURRENCY"]) + 1)
     reserved = int(settings["superuser_reserved_connections"])
     budget = {"per_pod": per_pod, "celery": celery, "surge": surge}
     budget["usable"] = int(settings["max_connections"]) - reserved
