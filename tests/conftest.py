@@ -126,6 +126,20 @@ class Backends:
             self.throwaway.stop()
 
 
+def start_or_fail(srv: Server, admin_url: str | None, database_url: str | None) -> None:
+    """Migrate (on PostgreSQL) and start `srv`; one that does not come up fails the test, and its
+    database is dropped."""
+    try:
+        if database_url:
+            srv.migrate()
+        srv.start()
+    except ServerFailed as exc:
+        srv.stop()
+        if database_url and admin_url:
+            drop_database(admin_url, database_url)
+        pytest.fail(str(exc), pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def backends(request: pytest.FixtureRequest) -> Iterator[Backends]:
     found = Backends(request.config)
@@ -153,15 +167,7 @@ def server(
         assert admin_url is not None
         database_url = create_database(admin_url, f"suite_{row.service}")
     srv = Server(row, tmp_path_factory.mktemp(row.id), database_url, backends.redis_for(row))
-    try:
-        if database_url:
-            srv.migrate()
-        srv.start()
-    except ServerFailed as exc:
-        srv.stop()
-        if database_url and admin_url:
-            drop_database(admin_url, database_url)
-        pytest.fail(str(exc), pytrace=False)
+    start_or_fail(srv, admin_url, database_url)
     yield srv
     srv.stop()
     if database_url and admin_url:
@@ -396,15 +402,7 @@ def bulk(row: Row, backends: Backends, tmp_path_factory: pytest.TempPathFactory)
     workdir = tmp_path_factory.mktemp(f"{row.id}-bulk")
     settings = {"JOB_BATCH_SIZE": str(BULK_BATCH_SIZE)}
     srv = Server(row, workdir, database_url, backends.redis_for(row), settings=settings)
-    try:
-        if database_url:
-            srv.migrate()
-        srv.start()
-    except ServerFailed as exc:
-        srv.stop()
-        if database_url and admin_url:
-            drop_database(admin_url, database_url)
-        pytest.fail(str(exc), pytrace=False)
+    start_or_fail(srv, admin_url, database_url)
     try:
         with httpx.Client(base_url=srv.base_url, timeout=30.0) as http:
             api = Api(srv.base_url, srv.jwt, http, lambda *_: None)
@@ -458,15 +456,7 @@ def rate_limited(
         settings["WEB_CONCURRENCY"] = "1"
     workdir = tmp_path_factory.mktemp(f"{row.id}-rate-limited")
     srv = Server(row, workdir, database_url, redis_url, settings=settings, worker=False)
-    try:
-        if database_url:
-            srv.migrate()
-        srv.start()
-    except ServerFailed as exc:
-        srv.stop()
-        if database_url and admin_url:
-            drop_database(admin_url, database_url)
-        pytest.fail(str(exc), pytrace=False)
+    start_or_fail(srv, admin_url, database_url)
     try:
         yield RateLimited(
             srv.base_url,
