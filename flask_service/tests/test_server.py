@@ -3,6 +3,7 @@ the event stream of a client that went away."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +144,34 @@ def _send(url: str, body: bytes, content_type: str, token: str | None = None) ->
         return json.loads(answer.read())
 
 
+def _sign_in(base: str, prefix: str) -> str:
+    """A new user's bearer token (registered and signed in over HTTP)."""
+    email = f"{prefix}-{uuid.uuid4().hex[:8]}@example.test"
+    credentials = {"email": email, "password": "correct horse battery"}
+    _send(f"{base}/users", json.dumps(credentials).encode(), "application/json")
+    form = urllib.parse.urlencode({"username": email, "password": credentials["password"]})
+    answer = _send(f"{base}/auth/token", form.encode(), "application/x-www-form-urlencoded")
+    return str(answer["access_token"])
+
+
+@contextlib.contextmanager
+def _open_stream(
+    port: int, job_id: str, token: str, timeout: float
+) -> Iterator[tuple[socket.socket, bytes]]:
+    """A raw connection to the job's event stream, read up to its first progress event."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as client:
+        client.sendall(
+            f"GET /api/v1/jobs/{job_id}/events HTTP/1.1\r\nHost: test\r\n"
+            f"Authorization: Bearer {token}\r\n\r\n".encode()
+        )
+        received = b""
+        while b"event: progress" not in received:
+            chunk = client.recv(4096)
+            assert chunk, received
+            received += chunk
+        yield client, received
+
+
 def _streams_open(port: int) -> float:
     _, _, metrics = _get(f"http://127.0.0.1:{port}/metrics")
     for line in metrics.decode().splitlines():
@@ -174,25 +204,10 @@ def test_a_client_that_leaves_frees_its_stream_within_a_second(tmp_path: Path, b
     process, port = _start(tmp_path, **extra)
     base = f"http://127.0.0.1:{port}/api/v1"
     try:
-        email = f"stream-{uuid.uuid4().hex[:8]}@example.test"
-        credentials = {"email": email, "password": "correct horse battery"}
-        _send(f"{base}/users", json.dumps(credentials).encode(), "application/json")
-        form = urllib.parse.urlencode({"username": email, "password": credentials["password"]})
-        token = _send(f"{base}/auth/token", form.encode(), "application/x-www-form-urlencoded")[
-            "access_token"
-        ]
+        token = _sign_in(base, "stream")
         # No worker runs: the job stays queued and its stream stays open.
         job = _send(f"{base}/jobs", b'{"kind": "items_report"}', "application/json", token)
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
-            client.sendall(
-                f"GET /api/v1/jobs/{job['id']}/events HTTP/1.1\r\nHost: test\r\n"
-                f"Authorization: Bearer {token}\r\n\r\n".encode()
-            )
-            received = b""
-            while b"event: progress" not in received:
-                chunk = client.recv(4096)
-                assert chunk, received
-                received += chunk
+        with _open_stream(port, job["id"], token, timeout=5) as (_client, received):
             assert received.startswith(b"HTTP/1.1 200 ")
             _wait_for_gauge(port, 1, within=2)
         assert _wait_for_gauge(port, 0, within=1.0) < 1.0
@@ -223,24 +238,9 @@ def test_sigterm_ends_open_streams_with_a_retry_hint_then_exits(tmp_path: Path) 
     process, port = _start(tmp_path, **extra)
     base = f"http://127.0.0.1:{port}/api/v1"
     try:
-        email = f"drain-{uuid.uuid4().hex[:8]}@example.test"
-        credentials = {"email": email, "password": "correct horse battery"}
-        _send(f"{base}/users", json.dumps(credentials).encode(), "application/json")
-        form = urllib.parse.urlencode({"username": email, "password": credentials["password"]})
-        token = _send(f"{base}/auth/token", form.encode(), "application/x-www-form-urlencoded")[
-            "access_token"
-        ]
+        token = _sign_in(base, "drain")
         job = _send(f"{base}/jobs", b'{"kind": "items_report"}', "application/json", token)
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-            client.sendall(
-                f"GET /api/v1/jobs/{job['id']}/events HTTP/1.1\r\nHost: test\r\n"
-                f"Authorization: Bearer {token}\r\n\r\n".encode()
-            )
-            received = b""
-            while b"event: progress" not in received:
-                chunk = client.recv(4096)
-                assert chunk, received
-                received += chunk
+        with _open_stream(port, job["id"], token, timeout=10) as (client, received):
             time.sleep(0.5)  # the stream waits for a message now
             process.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
