@@ -223,20 +223,32 @@ def behaviour_claim(
     )
 
 
+def _throughput_pairs(
+    ratios: Mapping[tuple[str, str], dict[str, Any]], field: str
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """The one-request scenarios' FastAPI/Flask pairs that have `field`."""
+    return {
+        key: r
+        for key, r in ratios.items()
+        if key[0] in THROUGHPUT_SCENARIOS and r.get(field) is not None
+    }
+
+
+def _listed(pairs: Mapping[tuple[str, str], dict[str, Any]], field: str) -> str:
+    """'crud 100: 1.70x, read 1,000: 1.16x' in scenario and size order."""
+    return ", ".join(
+        f"{scenario} {_users(size)}: {r[field]:.2f}x"
+        for (scenario, size), r in sorted(pairs.items(), key=_pair_key)
+    )
+
+
 def ratio_claim(ratios: Mapping[tuple[str, str], dict[str, Any]]) -> Verdict:
     """ratios[(scenario, size)] = {"rps": FastAPI/Flask, "saturated": both servers saturated}."""
     claim = 'FastAPI "~3x to 10x higher throughput"'
-    present = {
-        key: r
-        for key, r in ratios.items()
-        if key[0] in THROUGHPUT_SCENARIOS and r.get("rps") is not None
-    }
+    present = _throughput_pairs(ratios, "rps")
     if not present:
         return Verdict(claim, "no FastAPI/Flask pair", NOT_MEASURED)
-    at_equal = ", ".join(
-        f"{scenario} {_users(size)}: {r['rps']:.2f}x"
-        for (scenario, size), r in sorted(present.items(), key=_pair_key)
-    )
+    at_equal = _listed(present, "rps")
     ceilings = {key: r for key, r in present.items() if r.get("saturated")}
     if not ceilings:
         return Verdict(
@@ -246,10 +258,7 @@ def ratio_claim(ratios: Mapping[tuple[str, str], dict[str, Any]]) -> Verdict:
             "a throughput ratio needs both servers at their ceiling",
         )
     middle = statistics.median(r["rps"] for r in ceilings.values())
-    where = ", ".join(
-        f"{scenario} {_users(size)}: {r['rps']:.2f}x"
-        for (scenario, size), r in sorted(ceilings.items(), key=_pair_key)
-    )
+    where = _listed(ceilings, "rps")
     place = _within(middle, 3.0, 10.0)
     return Verdict(
         claim,
@@ -261,17 +270,10 @@ def ratio_claim(ratios: Mapping[tuple[str, str], dict[str, Any]]) -> Verdict:
 
 def lower_latency_claim(ratios: Mapping[tuple[str, str], dict[str, Any]]) -> Verdict:
     claim = 'FastAPI "lower latency due to async I/O"'
-    found = {
-        key: r
-        for key, r in ratios.items()
-        if key[0] in THROUGHPUT_SCENARIOS and r.get("p50") is not None
-    }
+    found = _throughput_pairs(ratios, "p50")
     if not found:
         return Verdict(claim, "no crud or read pair", NOT_MEASURED)
-    text = ", ".join(
-        f"{scenario} {_users(size)}: {r['p50']:.2f}x"
-        for (scenario, size), r in sorted(found.items(), key=_pair_key)
-    )
+    text = _listed(found, "p50")
     lower = all(r["p50"] < 1 for r in found.values())
     return Verdict(
         claim,
