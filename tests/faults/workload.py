@@ -57,6 +57,8 @@ from typing import Any
 
 import httpx
 
+from apiclient import User as Account  # a registered user: the client's identity
+
 ITEMS = "/api/v1/items"
 JOBS = "/api/v1/jobs"
 DEFAULT_MIX = {"create": 4, "read": 3, "update": 2, "list": 1, "delete": 1, "job": 0}
@@ -110,20 +112,6 @@ class Known:
     deleted: bool = False  # a DELETE was acknowledged
     uncertain: bool = False  # a write's outcome is unknown: re-read before touching it again
     maybe_deleted: bool = False  # a DELETE's outcome was never known
-
-
-@dataclasses.dataclass
-class Account:
-    """A registered user: the client's identity."""
-
-    id: str
-    email: str
-    password: str
-    token: str
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
 
 
 @dataclasses.dataclass
