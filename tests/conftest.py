@@ -140,6 +140,14 @@ def start_or_fail(srv: Server, admin_url: str | None, database_url: str | None) 
         pytest.fail(str(exc), pytrace=False)
 
 
+def fail_on_logged_errors(srv: Server, name: str) -> None:
+    """No request of the suite should make a server log a traceback or an error line."""
+    crashes = srv.logged_errors()
+    if crashes:
+        shown = "\n".join(crashes[:5])
+        pytest.fail(f"{name} logged {len(crashes)} error line(s):\n{shown}", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def backends(request: pytest.FixtureRequest) -> Iterator[Backends]:
     found = Backends(request.config)
@@ -172,11 +180,7 @@ def server(
     srv.stop()
     if database_url and admin_url:
         drop_database(admin_url, database_url)
-    crashes = srv.logged_errors()
-    if crashes:
-        # No request of the suite should make a server log a traceback or an error.
-        shown = "\n".join(crashes[:5])
-        pytest.fail(f"{row.id} logged {len(crashes)} error line(s):\n{shown}", pytrace=False)
+    fail_on_logged_errors(srv, row.id)
 
 
 # No response may carry a secret (contract/README.md, "Auth"): keys that name one, a password
@@ -375,10 +379,7 @@ def broker_outage(
         srv.stop()
         redis.kill()
         drop_database(admin_url, database_url)
-    crashes = srv.logged_errors()
-    if crashes:
-        shown = "\n".join(crashes[:5])
-        pytest.fail(f"{row.id} (broker outage) logged {len(crashes)} error line(s):\n{shown}")
+    fail_on_logged_errors(srv, f"{row.id} (broker outage)")
 
 
 BULK_BATCH_SIZE = 1000
@@ -411,10 +412,7 @@ def bulk(row: Row, backends: Backends, tmp_path_factory: pytest.TempPathFactory)
         srv.stop()
         if database_url and admin_url:
             drop_database(admin_url, database_url)
-    crashes = srv.logged_errors()
-    if crashes:
-        shown = "\n".join(crashes[:5])
-        pytest.fail(f"{row.id} (bulk) logged {len(crashes)} error line(s):\n{shown}")
+    fail_on_logged_errors(srv, f"{row.id} (bulk)")
 
 
 # Low limits for tests/behaviour/test_rate_limits.py; the rows themselves run with limits far
@@ -471,10 +469,7 @@ def rate_limited(
         srv.stop()
         if database_url and admin_url:
             drop_database(admin_url, database_url)
-    crashes = srv.logged_errors()
-    if crashes:
-        shown = "\n".join(crashes[:5])
-        pytest.fail(f"{row.id} (rate limited) logged {len(crashes)} error line(s):\n{shown}")
+    fail_on_logged_errors(srv, f"{row.id} (rate limited)")
 
 
 @pytest.fixture(scope="module")
@@ -502,9 +497,4 @@ def rate_limited_without_redis(
         )
     finally:
         srv.stop()
-    crashes = srv.logged_errors()
-    if crashes:
-        shown = "\n".join(crashes[:5])
-        pytest.fail(
-            f"{row.id} (rate limits, Redis down) logged {len(crashes)} error line(s):\n{shown}"
-        )
+    fail_on_logged_errors(srv, f"{row.id} (rate limits, Redis down)")
