@@ -267,25 +267,44 @@ def test_cancel_a_queued_job(api: Api, user: User, worker: Worker) -> None:
     assert_problem(api.cancel_job(user, job["id"]), "job-finished")
 
 
-def test_cancel_a_running_job_stops_it_at_a_batch_boundary(api: Api, user: User) -> None:
-    """A running import stops early: fewer items than asked, exactly as many as `done` says."""
-    job = api.import_items(user, small_items(10_000))  # 200 batches
+def test_cancel_a_running_job_stops_it_at_a_batch_boundary(api: Api) -> None:
+    """A running import stops early: fewer items than asked, exactly as many as `done` says.
 
-    def midway(seen: dict[str, Any]) -> bool:
-        assert seen["status"] in {"queued", "running"}, f"ended before the cancel: {seen}"
-        return seen["status"] == "running" and int(seen["progress"]["done"]) > 0
+    On a loaded machine a 200-batch import can finish between two polls; such a try proves
+    nothing either way, so the test starts over with a new user (at most five tries) and fails
+    only if it never catches the job running.
+    """
+    finished_first: list[str] = []
+    for _ in range(5):
+        user = api.new_user()
+        job = api.import_items(user, small_items(10_000))  # 200 batches
+        seen = api.wait_for_job(
+            user,
+            job["id"],
+            until=lambda j: (
+                j["status"] not in {"queued", "running"} or int(j["progress"]["done"]) > 0
+            ),
+            interval=0.01,
+        )
+        if seen["status"] != "running":
+            finished_first.append(seen["status"])
+            continue
+        answer = api.cancel_job(user, job["id"])
+        if answer.status_code == 409:  # it finished between the poll and the cancel
+            assert_problem(answer, "job-finished")
+            finished_first.append(api.read_job(user, job["id"])["status"])
+            continue
+        assert answer.status_code == 202, answer.text
+        assert_job(answer.json(), id=job["id"], status="running")
 
-    api.wait_for_job(user, job["id"], until=midway, interval=0.01)
-    answer = api.cancel_job(user, job["id"])
-    assert answer.status_code == 202, answer.text
-    assert_job(answer.json(), id=job["id"], status="running")
-
-    ended = api.wait_for_job(user, job["id"])
-    assert_job(ended, status="cancelled", result=None)
-    assert ended["progress"]["total"] == 10_000
-    assert 0 < ended["progress"]["done"] < 10_000
-    assert api.count_items(user) == ended["progress"]["done"]
-    assert_problem(api.cancel_job(user, job["id"]), "job-finished")
+        ended = api.wait_for_job(user, job["id"])
+        assert_job(ended, status="cancelled", result=None)
+        assert ended["progress"]["total"] == 10_000
+        assert 0 < ended["progress"]["done"] < 10_000
+        assert api.count_items(user) == ended["progress"]["done"]
+        assert_problem(api.cancel_job(user, job["id"]), "job-finished")
+        return
+    raise AssertionError(f"never caught the import running: it ended first as {finished_first}")
 
 
 def test_cancel_a_finished_job_is_409(api: Api, user: User) -> None:
