@@ -57,8 +57,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def running_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+@contextlib.contextmanager
+def _serving(tmp_path: Path, **settings: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`python -m fastapi_service` (one process) on the embedded default, until it is ready."""
     port = _free_port()
     env = {
         **os.environ,
@@ -67,6 +68,7 @@ def running_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], st
         "WEB_CONCURRENCY": "1",
         "VAR_DIR": str(tmp_path / "var"),
         "LOG_LEVEL": "warning",
+        **settings,
     }
     log = (tmp_path / "server.log").open("wb")
     process = subprocess.Popen(
@@ -90,6 +92,12 @@ def running_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], st
             process.kill()
             process.wait()
         log.close()
+
+
+@pytest.fixture
+def running_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    with _serving(tmp_path) as started:
+        yield started
 
 
 def test_python_m_serves_and_drains_on_sigterm(
@@ -118,6 +126,46 @@ def test_python_m_serves_and_drains_on_sigterm(
     assert [answer.status_code for answer in answers] == [201]
     # uvicorn finishes its shutdown, then re-raises the signal it caught (exit status -15).
     assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+
+
+def test_after_sigterm_it_answers_with_connection_close_for_the_shutdown_delay(
+    tmp_path: Path,
+) -> None:
+    """For SHUTDOWN_DELAY_SECONDS after a SIGTERM uvicorn still accepts and answers, each answer
+    with `Connection: close` and /readyz 503; then it stops. Without the delay uvicorn would close
+    the kept-alive connection at once and refuse the new one."""
+    delay = 3.0
+    with _serving(tmp_path, SHUTDOWN_DELAY_SECONDS=str(delay)) as (process, base_url):
+        with httpx.Client(base_url=base_url, timeout=5) as client:
+            before = client.get("/healthz")
+            assert before.status_code == 200
+            assert before.headers.get("connection") != "close"
+            process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            time.sleep(0.5)  # the handler has run; the delay has not passed
+            kept = client.get("/healthz")  # on the connection kept alive before the signal
+            assert kept.status_code == 200
+            assert kept.headers["connection"] == "close"
+            fresh = client.get("/readyz")  # a new connection: still accepted
+            assert fresh.status_code == 503, fresh.text
+            assert fresh.headers["connection"] == "close"
+            assert time.monotonic() - signalled < delay, "too slow to show anything"
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+        exited = time.monotonic() - signalled
+    assert exited >= delay, f"uvicorn stopped {exited:.2f} s after SIGTERM, before the delay"
+
+
+def test_a_second_sigterm_stops_without_waiting_for_the_delay(tmp_path: Path) -> None:
+    with _serving(tmp_path, SHUTDOWN_DELAY_SECONDS="30") as (process, base_url):
+        process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        deadline = signalled + 10
+        while httpx.get(f"{base_url}/readyz").status_code != 503:  # the first one has arrived
+            assert time.monotonic() < deadline, "/readyz never said 503"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) in (0, -signal.SIGTERM)
+        assert time.monotonic() - signalled < 20
 
 
 def test_sigterm_ends_open_streams_with_a_retry_hint_then_exits(tmp_path: Path) -> None:

@@ -157,6 +157,14 @@ def graceful_timeout_seconds(service: Service) -> int:
     return int(match.group(1))
 
 
+def shutdown_delay_seconds(service: Service) -> float:
+    """The default of SHUTDOWN_DELAY_SECONDS in the service's settings.py (0 when it has none)."""
+    source = (service.folder / "src" / service.package / "settings.py").read_text(encoding="utf-8")
+    pattern = r"^    shutdown_delay_seconds: float = (?:Field\(default=)?([\d.]+)"
+    match = re.search(pattern, source, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
 @dataclass(frozen=True)
 class Dockerfile:
     env: dict[str, str]

@@ -39,6 +39,7 @@ from deploy.manifests import (
     pod_spec,
     rendered,
     rendered_text,
+    shutdown_delay_seconds,
 )
 
 KUBERNETES_VERSIONS = ("1.32.0", "1.37.0")  # the kubectl here, and the newest schemas known
@@ -344,7 +345,7 @@ def test_api_probes_and_graceful_shutdown(overlay: str) -> None:
     for probe in probes.values():
         assert named_port(api, probe["port"]) == named_port(api, "http")
     sleep = api["lifecycle"]["preStop"]["sleep"]["seconds"]
-    drain = graceful_timeout_seconds(Service(overlay))
+    drain = shutdown_delay_seconds(Service(overlay)) + graceful_timeout_seconds(Service(overlay))
     grace = pod_spec(deployment)["terminationGracePeriodSeconds"]
     assert 1 <= sleep <= 15
     assert sleep + drain + 5 <= grace <= sleep + drain + 30, (sleep, drain, grace)

@@ -29,8 +29,12 @@ REDIS_TIMEOUT_SECONDS = 2.0
 
 
 def _middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
-    # First in the list is outermost: request ids and headers wrap everything, CORS included.
-    middleware = [Middleware(ObservabilityMiddleware, metrics=metrics)]
+    # First in the list is outermost: request ids and headers wrap everything, CORS included;
+    # outside them, `Connection: close` on every response once a SIGTERM came (lifecycle.py).
+    middleware = [
+        Middleware(lifecycle.CloseWhenDraining),
+        Middleware(ObservabilityMiddleware, metrics=metrics),
+    ]
     if settings.cors_origins:
         middleware.append(
             Middleware(
@@ -68,7 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             from . import migrate
 
             await asyncio.to_thread(migrate.upgrade, settings)
-        unwatch = lifecycle.watch_signals()  # SIGTERM: /readyz 503, streams end (lifecycle.py)
+        # SIGTERM: /readyz 503, streams end, uvicorn stops after the delay (lifecycle.py)
+        unwatch = lifecycle.watch_signals(settings.shutdown_delay_seconds)
         yield
         unwatch()
         celery.close()

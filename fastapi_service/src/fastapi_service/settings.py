@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     rate_limit_writes_per_ip: str = "600/minute"
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
     graceful_timeout_seconds: int = Field(default=30, ge=1)
+    shutdown_delay_seconds: float = Field(default=2.0, ge=0, le=60)  # uvicorn only: lifecycle.py
 
     @field_validator("log_level", mode="before")
     @classmethod
