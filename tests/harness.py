@@ -79,6 +79,8 @@ SERVICE_VARIABLES = (
     "RATE_LIMIT_WRITES_PER_IP",
     "TRUSTED_PROXIES",
     "GRACEFUL_TIMEOUT_SECONDS",
+    "SHUTDOWN_DELAY_SECONDS",
+    "JOB_REQUEUE_AFTER_SECONDS",
 )
 
 # What every row's server and worker get beyond the contract's defaults, so that the jobs tests
