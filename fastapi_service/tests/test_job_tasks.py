@@ -21,8 +21,9 @@ import httpx
 import pytest
 from celery.exceptions import Retry
 from fastapi import FastAPI
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, insert, select, update
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fastapi_service import create_app
 from fastapi_service.db import utcnow
@@ -226,6 +227,39 @@ async def test_claim_stale_takes_each_stale_queued_job_once(
         states = {job.id: job for job in await session.scalars(select(Job))}
     assert (states[fresh].status, states[running].status) == ("queued", "running")
     assert all(states[job_id].updated_at > long_ago for job_id in stale)
+
+
+async def _plan(connection: AsyncConnection, statement: Select[Any]) -> str:
+    """The backend's plan for `statement` as SQLAlchemy compiles it, values inlined."""
+    sql = statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
+    explain = "EXPLAIN QUERY PLAN" if connection.dialect.name == "sqlite" else "EXPLAIN"
+    return "\n".join(str(row[-1]) for row in await connection.exec_driver_sql(f"{explain} {sql}"))
+
+
+@pytest.mark.anyio
+async def test_the_sweep_reads_only_queued_jobs_through_their_index(app: FastAPI) -> None:
+    """Among 5,000 finished jobs and 3 stale queued ones, the sweep's read (tasks.oldest_stale)
+    goes through the partial index ix_jobs_queued_updated_at, not through every job. The
+    migrated schema is what is explained (compare_metadata ignores index predicates). The
+    rows, and on PostgreSQL the statistics ANALYZE takes of them, are rolled back."""
+    long_ago = utcnow() - dt.timedelta(hours=1)
+    async with app.state.engine.connect() as connection, connection.begin() as outer:
+        owner = await connection.scalar(
+            insert(User)
+            .values(email=f"{uuid.uuid4().hex}@example.test", password_hash="x")
+            .returning(User.id)
+        )
+        row = {"owner_id": owner, "kind": "items_report", "params": {}}
+        await connection.execute(
+            insert(Job),
+            [{**row, "status": "succeeded", "updated_at": long_ago}] * 5000
+            + [{**row, "status": "queued", "updated_at": long_ago}] * 3,
+        )
+        if connection.dialect.name == "postgresql":
+            await connection.exec_driver_sql("ANALYZE jobs")
+        plan = await _plan(connection, tasks.oldest_stale(utcnow() - dt.timedelta(seconds=60)))
+        await outer.rollback()
+    assert "ix_jobs_queued_updated_at" in plan, plan
 
 
 @pytest.mark.anyio

@@ -19,7 +19,7 @@ from fastapi_service.settings import Settings
 from helpers import make_settings
 
 TABLES = {"users", "items", "idempotency_keys", "jobs", "alembic_version"}
-HEAD = "0002"
+HEAD = "0003"
 
 
 def _sync_url(settings: Settings) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, func, select, text, update
+from sqlalchemy import Connection, Select, create_engine, func, insert, select, text, update
 from sqlalchemy import exc as sa_exc
 
 from conftest import TEST_SECRET, StartWorker, User, data, locations, problem, quick_user
@@ -446,6 +446,33 @@ def test_claim_stale_takes_each_stale_queued_job_once(
     assert tasks.claim_stale(runtime.session_factory, settings) == []
     assert (_row(app, fresh).status, _row(app, running).status) == ("queued", "running")
     assert all(_row(app, job_id).updated_at > long_ago for job_id in stale)
+
+
+def _plan(connection: Connection, statement: Select[Any]) -> str:
+    """The backend's plan for `statement` as SQLAlchemy compiles it, values inlined."""
+    sql = statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
+    explain = "EXPLAIN QUERY PLAN" if connection.dialect.name == "sqlite" else "EXPLAIN"
+    return "\n".join(str(row[-1]) for row in connection.exec_driver_sql(f"{explain} {sql}"))
+
+
+def test_the_sweep_reads_only_queued_jobs_through_their_index(app: Flask, user: User) -> None:
+    """Among 5,000 finished jobs and 3 stale queued ones, the sweep's read (tasks.oldest_stale)
+    goes through the partial index ix_jobs_queued_updated_at, not through every job. The
+    migrated schema is what is explained (compare_metadata ignores index predicates). The
+    rows, and on PostgreSQL the statistics ANALYZE takes of them, are rolled back."""
+    long_ago = utcnow() - dt.timedelta(hours=1)
+    row = {"owner_id": uuid.UUID(user.id), "kind": "items_report", "params": {}}
+    with app.extensions[STATE_KEY].engine.connect() as connection, connection.begin() as outer:
+        connection.execute(
+            insert(Job),
+            [{**row, "status": "succeeded", "updated_at": long_ago}] * 5000
+            + [{**row, "status": "queued", "updated_at": long_ago}] * 3,
+        )
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("ANALYZE jobs")
+        plan = _plan(connection, tasks.oldest_stale(utcnow() - dt.timedelta(seconds=60)))
+        outer.rollback()
+    assert "ix_jobs_queued_updated_at" in plan, plan
 
 
 def test_a_second_message_for_a_finished_report_does_nothing(

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -50,6 +51,9 @@ def new_id() -> uuid.UUID:
 TagList = JSON().with_variant(JSONB(), "postgresql")
 # A job's request, result and error documents.
 JSONDocument = JSON().with_variant(JSONB(), "postgresql")
+
+# The predicate of the sweep's partial index; the sweep's WHERE must imply it.
+QUEUED_ONLY = text("status = 'queued'")
 
 
 class User(Base):
@@ -106,7 +110,17 @@ class Job(Base):
     """
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_owner_id_id", "owner_id", "id"),)
+    __table_args__ = (
+        Index("ix_jobs_owner_id_id", "owner_id", "id"),
+        # The stale-job sweep (tasks.claim_stale): queued jobs, oldest first. Partial, so it
+        # holds only the few queued jobs, however many finished ones the table keeps.
+        Index(
+            "ix_jobs_queued_updated_at",
+            "updated_at",
+            postgresql_where=QUEUED_ONLY,
+            sqlite_where=QUEUED_ONLY,
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
     owner_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as redis
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, Select, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ..db import SNAPSHOT_READ, create_engine, create_session_factory, utcnow
@@ -266,6 +266,16 @@ def run_job(task: Any, loop: WorkerLoop, job_id: str) -> None:
         loop.run(fail(ctx, job_uuid, INTERNAL_ERROR))
 
 
+def _stale(cutoff: dt.datetime) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    return Job.status == QUEUED, Job.updated_at < cutoff
+
+
+def oldest_stale(cutoff: dt.datetime) -> Select[uuid.UUID]:
+    """The sweep's read: jobs still `queued` since before `cutoff`, oldest first, at most
+    REQUEUE_BATCH; the partial index ix_jobs_queued_updated_at answers it (models.py)."""
+    return select(Job.id).where(*_stale(cutoff)).order_by(Job.updated_at).limit(REQUEUE_BATCH)
+
+
 async def claim_stale(
     session_factory: async_sessionmaker[AsyncSession], settings: Settings
 ) -> list[uuid.UUID]:
@@ -279,11 +289,10 @@ async def claim_stale(
     """
     now = utcnow()
     cutoff = now - dt.timedelta(seconds=settings.job_requeue_after_seconds)
-    stale = (Job.status == QUEUED, Job.updated_at < cutoff)
-    oldest = select(Job.id).where(*stale).order_by(Job.updated_at).limit(REQUEUE_BATCH)
+    stale = _stale(cutoff)
     async with session_factory() as session:
         await session.connection(execution_options=SNAPSHOT_READ)  # SQLite: no write lock
-        found = list(await session.scalars(oldest))
+        found = list(await session.scalars(oldest_stale(cutoff)))
     if not found:
         return []
     async with session_factory() as session, session.begin():

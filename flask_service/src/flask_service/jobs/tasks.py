@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import ColumnElement, Engine, Select, insert, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -296,6 +296,16 @@ def run_job(task: Any, job_id: str) -> None:
         fail(runtime, ident, INTERNAL_ERROR)
 
 
+def _stale(cutoff: dt.datetime) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    return Job.status == service.QUEUED, Job.updated_at < cutoff
+
+
+def oldest_stale(cutoff: dt.datetime) -> Select[uuid.UUID]:
+    """The sweep's read: jobs still `queued` since before `cutoff`, oldest first, at most
+    REQUEUE_BATCH; the partial index ix_jobs_queued_updated_at answers it (models.py)."""
+    return select(Job.id).where(*_stale(cutoff)).order_by(Job.updated_at).limit(REQUEUE_BATCH)
+
+
 def claim_stale(session_factory: sessionmaker[Session], settings: Settings) -> list[uuid.UUID]:
     """Jobs `queued` for longer than JOB_REQUEUE_AFTER_SECONDS, claimed for a re-publish.
 
@@ -307,11 +317,10 @@ def claim_stale(session_factory: sessionmaker[Session], settings: Settings) -> l
     """
     now = utcnow()
     cutoff = now - dt.timedelta(seconds=settings.job_requeue_after_seconds)
-    stale = (Job.status == service.QUEUED, Job.updated_at < cutoff)
-    oldest = select(Job.id).where(*stale).order_by(Job.updated_at).limit(REQUEUE_BATCH)
+    stale = _stale(cutoff)
     with session_factory() as session:
         session.connection(execution_options=SNAPSHOT_READ)  # SQLite: no write lock
-        found = list(session.scalars(oldest))
+        found = list(session.scalars(oldest_stale(cutoff)))
     if not found:
         return []
     with session_factory() as session, session.begin():
