@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -14,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from fastapi_service.models import Item
-from helpers import assert_problem
+from helpers import assert_problem, create_item
 
 pytestmark = pytest.mark.anyio
 
@@ -80,3 +81,31 @@ async def test_timestamps_come_back_in_utc(
         item = await session.get(Item, uuid.UUID(answer.json()["id"]))
         assert item is not None
         assert item.created_at.utcoffset() == dt.timedelta(0)
+
+
+async def test_a_read_takes_no_write_transaction(
+    client: httpx.AsyncClient, auth: dict[str, str], app: FastAPI
+) -> None:
+    """GET runs without a transaction on PostgreSQL (no BEGIN/COMMIT round trips) and from a
+    snapshot on SQLite (never BEGIN IMMEDIATE, so it does not wait for writers)."""
+    item = await create_item(client, auth)
+    engine = app.state.engine.sync_engine
+    seen: list[tuple[str, bool | None]] = []
+
+    def record(connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        dbapi = connection.connection.dbapi_connection
+        seen.append((statement, getattr(dbapi, "autocommit", None)))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        answer = await client.get(f"/api/v1/items/{item['id']}", headers=auth)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert answer.status_code == 200
+    assert seen, "the read sent nothing"
+    if engine.dialect.name == "sqlite":
+        assert [statement for statement, _ in seen if statement.startswith("BEGIN")] == [
+            "BEGIN DEFERRED"
+        ]
+    else:
+        assert all(autocommit is True for _, autocommit in seen), seen

@@ -62,6 +62,31 @@ def test_read_returns_etag_and_304_on_a_match(client: FlaskClient, user: User) -
     assert client.get(path, headers={**user.auth, "If-None-Match": '"2"'}).status_code == 200
 
 
+def test_a_read_takes_no_write_transaction(app: Flask, client: FlaskClient, user: User) -> None:
+    """GET runs without a transaction on PostgreSQL (no BEGIN/COMMIT round trips) and from a
+    snapshot on SQLite (never BEGIN IMMEDIATE, so it does not wait for writers)."""
+    item = create(client, user)
+    engine = app.extensions[STATE_KEY].engine
+    seen: list[tuple[str, bool | None]] = []
+
+    def record(connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        dbapi = connection.connection.dbapi_connection
+        seen.append((statement, getattr(dbapi, "autocommit", None)))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert client.get(f"/api/v1/items/{item['id']}", headers=user.auth).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert seen, "the read sent nothing"
+    if engine.dialect.name == "sqlite":
+        assert [statement for statement, _ in seen if statement.startswith("BEGIN")] == [
+            "BEGIN DEFERRED"
+        ]
+    else:
+        assert all(autocommit is True for _, autocommit in seen), seen
+
+
 def test_put_replaces_and_bumps_the_version(client: FlaskClient, user: User) -> None:
     item = create(client, user)
     answer = client.put(

@@ -13,7 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from . import lifecycle
 from .auth.routes import router as auth_router
-from .db import create_engine, create_session_factory
+from .db import create_engine, create_session_factory, read_only_engine
 from .docs import OPENAPI_URL, install_docs
 from .errors import register_error_handlers
 from .health.routes import router as health_router
@@ -98,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = create_session_factory(engine)
+    app.state.read_session_factory = create_session_factory(read_only_engine(engine))
     app.state.redis = broker  # rate limits, readiness and job notifications
     app.state.celery = celery  # publishes job tasks
     app.state.metrics = metrics

@@ -113,6 +113,19 @@ def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSessi
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+def read_only_engine(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine and pool, for requests that only read (GET).
+
+    On PostgreSQL without a transaction (the driver's autocommit): a read is one statement
+    (READ COMMITTED gives each statement its own snapshot either way), so BEGIN and
+    COMMIT would be two round trips for nothing. On SQLite a snapshot read that never takes
+    the write lock (BEGIN DEFERRED), so reads do not queue behind writers.
+    """
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(**SNAPSHOT_READ)
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 class UTCDateTime(TypeDecorator[dt.datetime]):
     """Aware datetimes in, aware UTC datetimes out (SQLite hands back naive values)."""
 

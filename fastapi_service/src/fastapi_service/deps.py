@@ -29,6 +29,7 @@ from .settings import Settings
 
 JSON_MEDIA_TYPE = "application/json"
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 bearer_scheme = HTTPBearer(
@@ -39,7 +40,9 @@ bearer_scheme = HTTPBearer(
 )
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
+    # async although it awaits nothing: FastAPI runs a plain `def` dependency in its thread
+    # pool, a hop that cost more than the whole lookup on every request.
     settings: Settings = request.app.state.settings
     return settings
 
@@ -48,7 +51,12 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request: commit on success, roll back (on close) on any error."""
+    """One session per request: a write commits on success and rolls back (on close) on any
+    error; a read (GET) gets one without a transaction to commit (db.read_only_engine)."""
+    if request.method not in WRITE_METHODS:
+        async with request.app.state.read_session_factory() as session:
+            yield session
+        return
     async with request.app.state.session_factory() as session:
         yield session
         await session.commit()
@@ -92,7 +100,6 @@ async def current_user_id(
 
 
 CurrentUserId = Annotated[uuid.UUID, Depends(current_user_id)]
-WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _RATE_LIMITED = "fastapi_service.rate_limited"
 
 

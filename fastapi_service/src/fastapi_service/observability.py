@@ -38,6 +38,10 @@ SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
 }
+_SECURITY_HEADERS = [
+    (name.lower().encode("latin-1"), (name.lower().encode("latin-1"), value.encode("latin-1")))
+    for name, value in SECURITY_HEADERS.items()
+]
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 UNMATCHED_ROUTE = "unmatched"
 
@@ -52,6 +56,10 @@ class _RequestIdFilter(logging.Filter):
 
 def configure_logging(level: str) -> None:
     """JSON lines on stdout for every logger (uvicorn's included), each with its request_id."""
+    # No line names the calling file, thread or process: skip looking them up for every record
+    # (the logging HOWTO's "Optimization" switches).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stdout)
     handler.addFilter(_RequestIdFilter())
     handler.setFormatter(
@@ -117,6 +125,26 @@ class Metrics:
             registry=self.registry,
         )
         info.labels(service, version).set(1)
+        # The children per label values, looked up once: labels() costs more than the update.
+        self._in_progress: dict[str, Gauge] = {}
+        self._finished: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def in_progress_of(self, method: str) -> Gauge:
+        gauge = self._in_progress.get(method)
+        if gauge is None:
+            gauge = self._in_progress[method] = self.in_progress.labels(method)
+        return gauge
+
+    def finished(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One answered request: counted, and its duration observed."""
+        children = self._finished.get((method, route, status))
+        if children is None:
+            children = self._finished[(method, route, status)] = (
+                self.requests.labels(method, route, str(status)),
+                self.duration.labels(method, route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def exposition(self) -> tuple[bytes, str]:
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -155,12 +183,11 @@ class ObservabilityMiddleware:
                 status = message["status"]
                 headers = MutableHeaders(scope=message)
                 headers[REQUEST_ID_HEADER] = request_id
-                for name, value in SECURITY_HEADERS.items():
-                    if name not in headers:  # the docs pages bring their own CSP
-                        headers[name] = value
+                present = {name.lower() for name, _ in headers.raw}  # docs pages bring a CSP
+                headers.raw.extend(pair for key, pair in _SECURITY_HEADERS if key not in present)
             await send(message)
 
-        in_progress = self.metrics.in_progress.labels(method)
+        in_progress = self.metrics.in_progress_of(method)
         in_progress.inc()
         start = time.perf_counter()
         try:
@@ -180,8 +207,7 @@ class ObservabilityMiddleware:
         route: Any = scope.get("route")
         # path_format: `{item_id}`, without the `:item_id` convertor the route path carries.
         template = getattr(route, "path_format", None) or UNMATCHED_ROUTE
-        self.metrics.requests.labels(method, template, str(status)).inc()
-        self.metrics.duration.labels(method, template).observe(elapsed)
+        self.metrics.finished(method, template, status, elapsed)
         if access_logger.isEnabledFor(logging.INFO):
             access_logger.info(
                 "%s %s %s",

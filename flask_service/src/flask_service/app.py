@@ -12,7 +12,7 @@ from werkzeug.routing import Rule
 
 from . import migrate
 from .auth.routes import blp as auth_blp
-from .db import create_engine, create_session_factory
+from .db import create_engine, create_session_factory, read_only_engine
 from .deps import STATE_KEY, AppState, StrictJSONProvider, close_session, limit_body_size
 from .docs import install_docs, register_components
 from .errors import register_error_handlers
@@ -122,6 +122,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings=settings,
         engine=engine,
         session_factory=create_session_factory(engine),
+        read_session_factory=create_session_factory(read_only_engine(engine)),
         metrics=metrics,
         redis=broker,
         celery=make_celery(settings, publisher=True),

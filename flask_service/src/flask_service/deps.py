@@ -55,6 +55,7 @@ class AppState:
     settings: Settings
     engine: Engine
     session_factory: sessionmaker[Session]
+    read_session_factory: sessionmaker[Session]
     metrics: Metrics
     redis: Redis | None
     celery: Celery
@@ -70,9 +71,14 @@ def get_settings() -> Settings:
 
 
 def get_session() -> Session:
-    """One session per request, opened on first use and closed by `close_session`."""
+    """One session per request, opened on first use and closed by `close_session`; a read
+    (GET) gets one without a transaction to commit (db.read_only_engine)."""
     if "db_session" not in g:
-        g.db_session = app_state().session_factory()
+        state = app_state()
+        factory = (
+            state.session_factory if request.method in WRITE_METHODS else state.read_session_factory
+        )
+        g.db_session = factory()
     return cast(Session, g.db_session)
 
 
@@ -99,7 +105,8 @@ def close_session(_exc: BaseException | None = None) -> None:
 
 
 def transactional(view: F) -> F:
-    """Commit when the view returns; an exception skips the commit and teardown rolls back.
+    """Commit a write when the view returns; an exception skips the commit and teardown rolls
+    back. A read (GET) has nothing to commit.
 
     The commit runs before the response leaves, so a failed commit becomes its problem
     response (503, 412...) instead of a 2xx for a change that was never stored.
@@ -108,7 +115,7 @@ def transactional(view: F) -> F:
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         response = view(*args, **kwargs)
-        if "db_session" in g:
+        if "db_session" in g and request.method in WRITE_METHODS:
             g.db_session.commit()
         return response
 
