@@ -114,8 +114,9 @@ def run_schemathesis(
         str(CONFIG),
         "run",
         str(CONTRACT),
-        "--checks",
-        "all",
+        # No `--checks all`: schemathesis.toml enables every check, and a CLI --checks is an
+        # override for every operation, so it would switch use_after_free back on for the two
+        # job reads the file exempts (ST301 on a cancelled job's event stream, seen in CI).
         "--max-examples",
         str(budget.max_examples),
         "--seed",
