@@ -126,6 +126,11 @@ async def limit_writes(request: Request, user_id: CurrentUserId) -> None:
         await request.app.state.rate_limits.check_writes(user_id, client_ip(request))
 
 
+# On each write route (not the router): a router's dependencies are solved for its reads too,
+# where this one has nothing to do but still costs FastAPI a dependency to solve per request.
+LimitWrites = Depends(limit_writes)
+
+
 async def limit_anonymous_writes(request: Request) -> None:
     """429 once the client address has used up its writes (sign-up: nobody is signed in)."""
     if request.method in WRITE_METHODS and _first_check(request):
