@@ -94,7 +94,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check --config tests/ruff.toml loadtests || status=1; \
 	$(BIN)/ruff format --check --config tests/ruff.toml loadtests || status=1; \
 	(cd loadtests && MYPYPATH=../tests ../$(BIN)/mypy --config-file ../tests/mypy.ini runner.py report.py \
-		claims.py merge.py collector.py k8s_run.py seed.py bare) \
+		claims.py merge.py collector.py k8s_run.py seed.py profile_read.py bare) \
 		|| status=1; \
 	exit $$status
 

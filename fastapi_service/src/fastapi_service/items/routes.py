@@ -6,10 +6,10 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 from starlette.convertors import StringConvertor, register_url_convertor
 
-from ..deps import ContractRoute, CurrentUserId, SessionDep, SnapshotSessionDep, limit_writes
+from ..deps import ContractRoute, CurrentUserId, LimitWrites, SessionDep, SnapshotSessionDep
 from ..docs import headers, problems
 from ..models import Item as ItemRow
 from ..pagination import CURSOR_PATTERN, decode_cursor, encode_cursor
@@ -21,7 +21,6 @@ router = APIRouter(
     prefix="/api/v1/items",
     tags=["items"],
     route_class=ContractRoute,
-    dependencies=[Depends(limit_writes)],  # POST, PUT, PATCH, DELETE count; reads do not
 )
 
 
@@ -95,6 +94,7 @@ async def list_items(
 @router.post(
     "",
     operation_id="create_item",
+    dependencies=[LimitWrites],
     status_code=201,
     response_model=Item,
     response_description="The item was created, or an earlier request's item is returned again.",
@@ -163,6 +163,7 @@ async def read_item(
 @router.put(
     "/{item_id:item_id}",
     operation_id="replace_item",
+    dependencies=[LimitWrites],
     response_model=Item,
     response_description="The replaced item.",
     responses={200: headers("ETag"), **problems(400, 401, 404, 405, 412, 413, 415, 422, 429, 503)},
@@ -183,6 +184,7 @@ async def replace_item(
 @router.patch(
     "/{item_id:item_id}",
     operation_id="update_item",
+    dependencies=[LimitWrites],
     response_model=Item,
     response_description="The updated item.",
     responses={200: headers("ETag"), **problems(400, 401, 404, 405, 412, 413, 415, 422, 429, 503)},
@@ -203,6 +205,7 @@ async def update_item(
 @router.delete(
     "/{item_id:item_id}",
     operation_id="delete_item",
+    dependencies=[LimitWrites],
     status_code=204,
     # A bare Response: a 204 has no body, so it carries no Content-Type either.
     response_class=Response,

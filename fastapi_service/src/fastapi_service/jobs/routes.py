@@ -6,10 +6,10 @@ import logging
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Request, Response
+from fastapi import APIRouter, Header, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from ..deps import ContractRoute, CurrentUserId, SessionDep, SettingsDep, limit_writes
+from ..deps import ContractRoute, CurrentUserId, LimitWrites, SessionDep, SettingsDep
 from ..docs import headers, problems
 from ..items.routes import Cursor, Limit
 from ..pagination import decode_cursor, encode_cursor
@@ -21,7 +21,6 @@ router = APIRouter(
     prefix="/api/v1/jobs",
     tags=["jobs"],
     route_class=ContractRoute,
-    dependencies=[Depends(limit_writes)],  # POST, PUT, PATCH, DELETE count; reads do not
 )
 logger = logging.getLogger(__name__)
 
@@ -61,6 +60,7 @@ async def list_jobs(
 @router.post(
     "",
     operation_id="create_job",
+    dependencies=[LimitWrites],
     status_code=202,
     response_model=Job,
     response_description=(
@@ -105,6 +105,7 @@ async def read_job(job_id: JobId, user_id: CurrentUserId, session: SessionDep) -
 @router.delete(
     "/{job_id}",
     operation_id="cancel_job",
+    dependencies=[LimitWrites],
     status_code=202,
     response_model=Job,
     response_description=(
