@@ -180,59 +180,37 @@ def test_sigterm_ends_open_streams_with_a_retry_hint_then_exits(tmp_path: Path) 
     except redis.RedisError as exc:
         pytest.skip(f"Redis at {redis_url} does not answer ({exc})")
     grace = 20
-    port = _free_port()
-    env = {
-        **os.environ,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "1",
-        "VAR_DIR": str(tmp_path / "var"),
-        "LOG_LEVEL": "warning",
+    settings = {
         "REDIS_URL": redis_url,
         "SSE_HEARTBEAT_SECONDS": "30",
         "GRACEFUL_TIMEOUT_SECONDS": str(grace),
     }
-    log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fastapi_service"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, (tmp_path / "server.log").read_text()
-            assert time.monotonic() < deadline, "the server did not become ready"
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.1)
-        credentials = {"email": new_email(), "password": PASSWORD}
-        httpx.post(f"{base_url}/api/v1/users", json=credentials).raise_for_status()
-        form = {"username": credentials["email"], "password": PASSWORD}
-        token = httpx.post(f"{base_url}/api/v1/auth/token", data=form).json()["access_token"]
-        auth = {"Authorization": f"Bearer {token}"}
-        job = httpx.post(f"{base_url}/api/v1/jobs", json={"kind": "items_report"}, headers=auth)
-        assert job.status_code == 202, job.text
-        received = b""
-        url = f"{base_url}/api/v1/jobs/{job.json()['id']}/events"
-        with httpx.stream("GET", url, headers=auth, timeout=10) as stream:
-            chunks = stream.iter_raw()
-            while b"event: progress" not in received:
-                received += next(chunks)
-            time.sleep(0.5)  # the stream waits for a message now
-            process.send_signal(signal.SIGTERM)
-            signalled = time.monotonic()
-            for chunk in chunks:  # until the response is complete
-                received += chunk
-            ended = time.monotonic() - signalled
-        process.wait(timeout=grace + 10)
-        exited = time.monotonic() - signalled
+        with _serving(tmp_path, **settings) as (process, base_url):
+            credentials = {"email": new_email(), "password": PASSWORD}
+            httpx.post(f"{base_url}/api/v1/users", json=credentials).raise_for_status()
+            form = {"username": credentials["email"], "password": PASSWORD}
+            token = httpx.post(f"{base_url}/api/v1/auth/token", data=form).json()["access_token"]
+            auth = {"Authorization": f"Bearer {token}"}
+            body = {"kind": "items_report"}
+            job = httpx.post(f"{base_url}/api/v1/jobs", json=body, headers=auth)
+            assert job.status_code == 202, job.text
+            received = b""
+            url = f"{base_url}/api/v1/jobs/{job.json()['id']}/events"
+            with httpx.stream("GET", url, headers=auth, timeout=10) as stream:
+                chunks = stream.iter_raw()
+                while b"event: progress" not in received:
+                    received += next(chunks)
+                time.sleep(0.5)  # the stream waits for a message now
+                process.send_signal(signal.SIGTERM)
+                signalled = time.monotonic()
+                for chunk in chunks:  # until the response is complete
+                    received += chunk
+                ended = time.monotonic() - signalled
+            process.wait(timeout=grace + 10)
+            exited = time.monotonic() - signalled
     finally:
         redis.Redis.from_url(redis_url).delete(SERVICE_NAME)  # the task nobody consumed
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        log.close()
     assert received.endswith(b"\n\n" + RECONNECT), received[-120:]
     assert ended < 2, f"the stream ended {ended:.2f} s after SIGTERM"
     assert exited < grace / 2, f"uvicorn exited {exited:.2f} s after SIGTERM"

@@ -148,21 +148,24 @@ def contract_variables() -> frozenset[str]:
     return frozenset(names)
 
 
+def _settings_default(service: Service, field: str) -> str | None:
+    """The literal default of `field` in the service's settings.py (None: no such field)."""
+    source = (service.folder / "src" / service.package / "settings.py").read_text(encoding="utf-8")
+    pattern = rf"^    {field}: \w+ = (?:Field\(default=)?([\d.]+)"
+    match = re.search(pattern, source, re.MULTILINE)
+    return match.group(1) if match else None
+
+
 def graceful_timeout_seconds(service: Service) -> int:
     """The default of GRACEFUL_TIMEOUT_SECONDS in the service's settings.py."""
-    source = (service.folder / "src" / service.package / "settings.py").read_text(encoding="utf-8")
-    pattern = r"^    graceful_timeout_seconds: int = (?:Field\(default=)?(\d+)"
-    match = re.search(pattern, source, re.MULTILINE)
-    assert match, f"{service.package}/settings.py: no graceful_timeout_seconds default"
-    return int(match.group(1))
+    default = _settings_default(service, "graceful_timeout_seconds")
+    assert default, f"{service.package}/settings.py: no graceful_timeout_seconds default"
+    return int(default)
 
 
 def shutdown_delay_seconds(service: Service) -> float:
     """The default of SHUTDOWN_DELAY_SECONDS in the service's settings.py (0 when it has none)."""
-    source = (service.folder / "src" / service.package / "settings.py").read_text(encoding="utf-8")
-    pattern = r"^    shutdown_delay_seconds: float = (?:Field\(default=)?([\d.]+)"
-    match = re.search(pattern, source, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
+    return float(_settings_default(service, "shutdown_delay_seconds") or 0)
 
 
 @dataclass(frozen=True)
