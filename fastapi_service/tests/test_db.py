@@ -12,9 +12,14 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
+from fastapi_service import db
+from fastapi_service.db import database_url
 from fastapi_service.models import Item
+from fastapi_service.settings import Settings
 from helpers import assert_problem, create_item
 
 pytestmark = pytest.mark.anyio
@@ -109,3 +114,84 @@ async def test_a_read_takes_no_write_transaction(
         ]
     else:
         assert all(autocommit is True for _, autocommit in seen), seen
+
+
+# The pool pings a connection only when it sat idle (db._ping_idle), PostgreSQL only.
+
+
+@pytest.fixture
+def pool_pids(app: FastAPI) -> Iterator[set[int]]:
+    """The server pids of the connections the app's pool opens from now on (pool emptied)."""
+    engine = app.state.engine
+    if engine.dialect.name != "postgresql":
+        pytest.skip("pool pings: PostgreSQL (SQLite has no server to lose)")
+    pids: set[int] = set()
+
+    def opened(dbapi_connection: Any, _record: Any) -> None:
+        pids.add(dbapi_connection.driver_connection.get_server_pid())
+
+    event.listen(engine.sync_engine, "connect", opened)
+    engine.sync_engine.pool.dispose()
+    yield pids
+    event.remove(engine.sync_engine, "connect", opened)
+
+
+@pytest.fixture
+def pings(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    dialect = app.state.engine.dialect
+    original = dialect.do_ping
+    seen: list[object] = []
+
+    def counted(dbapi_connection: object) -> bool:
+        seen.append(dbapi_connection)
+        return bool(original(dbapi_connection))
+
+    monkeypatch.setattr(dialect, "do_ping", counted)
+    return seen
+
+
+async def _terminate(settings: Settings, pids: set[int]) -> None:
+    """Ends those server sessions from a connection of its own (outside the app's pool)."""
+    admin = create_async_engine(database_url(settings), poolclass=NullPool)
+    async with admin.connect() as connection:
+        for pid in pids:
+            await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    await admin.dispose()
+
+
+async def test_a_connection_back_in_use_at_once_is_not_pinged(
+    client: httpx.AsyncClient, auth: dict[str, str], pool_pids: set[int], pings: list[object]
+) -> None:
+    item = await create_item(client, auth)
+    for _ in range(3):
+        answer = await client.get(f"/api/v1/items/{item['id']}", headers=auth)
+        assert answer.status_code == 200
+    assert pool_pids  # the reads went through the pool's connections...
+    assert pings == []  # ...each checked out again well within PING_IDLE_SECONDS
+
+
+async def test_an_idle_connection_the_database_dropped_is_replaced(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    settings: Settings,
+    pool_pids: set[int],
+    pings: list[object],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    item = await create_item(client, auth)
+    await _terminate(settings, set(pool_pids))
+    monkeypatch.setattr(db, "PING_IDLE_SECONDS", 0.0)  # every pooled connection counts as idle
+    answer = await client.get(f"/api/v1/items/{item['id']}", headers=auth)
+    assert answer.status_code == 200, answer.text
+    assert pings  # the dead connection failed its ping and a new one was opened
+
+
+async def test_a_connection_dropped_while_in_use_fails_one_request_then_the_pool_reconnects(
+    client: httpx.AsyncClient, auth: dict[str, str], settings: Settings, pool_pids: set[int]
+) -> None:
+    """The trade-off of pinging idle connections only: one 503, never a 500, then 200s."""
+    item = await create_item(client, auth)
+    await _terminate(settings, set(pool_pids))
+    answers = [await client.get(f"/api/v1/items/{item['id']}", headers=auth) for _ in range(3)]
+    assert_problem(answers[0], 503, "service-unavailable")
+    assert [answer.status_code for answer in answers[1:]] == [200, 200]

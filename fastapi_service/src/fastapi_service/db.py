@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine import Connection, Dialect, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -24,6 +26,9 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # which would hold the write lock for the whole stream. Other backends ignore it.
 SNAPSHOT_READ_OPTION = "snapshot_read"
 SNAPSHOT_READ = {SNAPSHOT_READ_OPTION: True}
+# A pooled connection idle for longer than this is pinged before it is handed out (_ping_idle).
+PING_IDLE_SECONDS = 1.0
+_CHECKED_IN_AT = "checked_in_at"
 
 # Named constraints, so Alembic migrations can refer to them on every backend.
 NAMING_CONVENTION = {
@@ -54,7 +59,7 @@ def database_url(settings: Settings) -> str:
 def create_engine(settings: Settings) -> AsyncEngine:
     url = make_url(database_url(settings))
     if url.get_backend_name() != "sqlite":
-        return create_async_engine(
+        engine = create_async_engine(
             url,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
@@ -63,15 +68,44 @@ def create_engine(settings: Settings) -> AsyncEngine:
             # one after DB_POOL_TIMEOUT (503).
             pool_timeout=settings.db_pool_timeout,
             connect_args={"timeout": settings.db_connect_timeout},
-            # A connection that sat in the pool while the database restarted is dead; a ping
-            # on checkout replaces it, instead of a 503 whenever it is next used.
-            pool_pre_ping=True,
         )
+        _ping_idle(engine)
+        return engine
     if url.database and url.database != ":memory:":
         settings.var_dir.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url)
     _configure_sqlite(engine)
     return engine
+
+
+def _ping_idle(engine: AsyncEngine) -> None:
+    """`pool_pre_ping` for the connections that sat idle in the pool, not for every checkout.
+
+    A connection that sat in the pool while the database restarted (or a proxy dropped it) is
+    dead; a ping when it is next checked out replaces it, instead of a 503. SQLAlchemy's
+    `pool_pre_ping` pings on every checkout: under load a connection goes back into use
+    milliseconds after its check-in, and that round trip cost 8 % of a one-row read's
+    instructions (loadtests/README.md, "Template cost"). Here only a connection idle for over
+    PING_IDLE_SECONDS is pinged; a failed ping raises DisconnectionError, on which the pool
+    connects afresh (SQLAlchemy's documented checkout-event contract). A connection that dies
+    while in use fails its statement either way (a 503); SQLAlchemy then invalidates every
+    pooled connection older than that failure, so the next checkouts reconnect.
+    """
+    dialect = engine.dialect
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_CHECKED_IN_AT] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        checked_in_at = record.info.get(_CHECKED_IN_AT)
+        if checked_in_at is None or time.monotonic() - checked_in_at < PING_IDLE_SECONDS:
+            return  # new, or back in use right after its check-in
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError("a pooled connection failed its ping") from exc
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
