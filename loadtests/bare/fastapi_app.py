@@ -12,10 +12,9 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, HTTPException
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from .common import COLUMNS, database_url, items, max_overflow, pool_size, pool_timeout, row_json
+from .common import Item, database_url, max_overflow, pool_size, pool_timeout, row_json
 
 _url = database_url()
 _options: dict[str, Any] = {}
@@ -26,17 +25,18 @@ if not _url.startswith("sqlite"):
         "pool_timeout": pool_timeout(),
     }
 engine = create_async_engine(_url, **_options)
+sessions = async_sessionmaker(engine, expire_on_commit=False)
 
 app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
 
 @app.get("/bare/items/{item_id}")
 async def read_item(item_id: uuid.UUID) -> dict[str, Any]:
-    async with engine.connect() as connection:
-        row = (await connection.execute(select(*COLUMNS).where(items.c.id == item_id))).first()
-    if row is None:
+    async with sessions() as session:
+        item = await session.get(Item, item_id)
+    if item is None:
         raise HTTPException(status_code=404)
-    return row_json(row)
+    return row_json(item)
 
 
 @app.get("/readyz")

@@ -10,9 +10,10 @@ import uuid
 from typing import Any
 
 from flask import Flask, abort
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine
+from sqlalchemy.orm import sessionmaker
 
-from .common import COLUMNS, database_url, items, max_overflow, pool_size, pool_timeout, row_json
+from .common import Item, database_url, max_overflow, pool_size, pool_timeout, row_json
 
 _url = database_url()
 _options: dict[str, Any] = {}
@@ -25,6 +26,7 @@ if not _url.startswith("sqlite"):
 else:
     _options = {"connect_args": {"check_same_thread": False}}
 engine = create_engine(_url, **_options)
+sessions = sessionmaker(engine, expire_on_commit=False)
 
 app = Flask(__name__)
 
@@ -35,11 +37,11 @@ def read_item(item_id: str) -> Any:
         key = uuid.UUID(item_id)
     except ValueError:
         abort(404)
-    with engine.connect() as connection:
-        row = connection.execute(select(*COLUMNS).where(items.c.id == key)).first()
-    if row is None:
+    with sessions() as session:
+        item = session.get(Item, key)
+    if item is None:
         abort(404)
-    return row_json(row)
+    return row_json(item)
 
 
 @app.get("/readyz")
