@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from starlette.types import Message
 
 from fastapi_service import create_app, lifecycle, security
+from fastapi_service.db import database_url
 from fastapi_service.jobs import events
 from fastapi_service.jobs.tasks import JobContext, execute
 from fastapi_service.models import Job
@@ -602,9 +603,54 @@ async def test_a_database_lost_after_the_headers_ends_the_stream_quietly(tmp_pat
         job_id=uuid.uuid4(),
         last_event_id=0,
         heartbeat_seconds=1,
+        read_timeout_seconds=5,
     )
     try:
         assert [chunk async for chunk in body] == []
     finally:
         await engine.dispose()
     assert gauge._value.get() == 0
+
+
+async def test_a_stream_read_waiting_for_a_busy_pool_goes_on(
+    app: FastAPI, auth: dict[str, str], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A saturated pool is not a hung database: the read waits as a request would.
+
+    The stream's only pooled connection is held for longer than QUERY_TIMEOUT_SECONDS (scaled
+    down here); the read then gets it and the stream sends its event and ends.
+    """
+    monkeypatch.setattr(events, "QUERY_TIMEOUT_SECONDS", 0.3)
+    assert events.read_timeout(settings) > settings.db_pool_timeout
+    user_id = security.decode_access_token(auth["Authorization"][7:], settings)
+    async with app.state.session_factory() as session:
+        job = Job(owner_id=user_id, kind="items_report", params={"tag": None})
+        job.status, job.event_seq = "succeeded", 1
+        session.add(job)
+        await session.commit()
+    engine = create_async_engine(database_url(settings), pool_size=1, max_overflow=0)
+    gauge = Gauge("streams", "open streams", registry=CollectorRegistry())
+    body = events.job_events(
+        session_factory=async_sessionmaker(engine),
+        client=None,
+        streams_open=gauge,
+        owner_id=user_id,
+        job_id=job.id,
+        last_event_id=0,
+        heartbeat_seconds=15,
+        read_timeout_seconds=events.read_timeout(settings),
+    )
+    chunks: list[bytes] = []
+    try:
+        async with engine.connect() as holder, anyio.create_task_group() as group:
+
+            async def release() -> None:
+                await anyio.sleep(1)  # longer than the query alone may take
+                await holder.close()
+
+            group.start_soon(release)
+            with anyio.fail_after(10):
+                chunks = [chunk async for chunk in body]
+    finally:
+        await engine.dispose()
+    assert [b["event"] for b in parse_events(b"".join(chunks).decode())] == ["succeeded"]

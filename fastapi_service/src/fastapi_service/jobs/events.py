@@ -27,7 +27,7 @@ from .. import lifecycle
 from ..db import SNAPSHOT_READ
 from ..errors import is_unavailable
 from ..models import Job
-from ..settings import SERVICE_NAME
+from ..settings import SERVICE_NAME, Settings
 from .schemas import TERMINAL
 from .schemas import Job as JobSchema
 from .service import event_name, job_view
@@ -42,7 +42,9 @@ POLL_FIRST_SECONDS = 0.05
 POLL_MAX_SECONDS = 1.0
 SUBSCRIBE_TIMEOUT_SECONDS = 1.0
 CLEANUP_TIMEOUT_SECONDS = 1.0
-READ_TIMEOUT_SECONDS = 5.0
+# The query of a stream's read, once it has its connection; the wait for the connection is
+# bounded like any request's (read_timeout).
+QUERY_TIMEOUT_SECONDS = 5.0
 
 
 class EventStream(StreamingResponse):
@@ -141,15 +143,27 @@ async def subscribe(client: redis.Redis | None, job_id: uuid.UUID) -> Notifier:
     return Subscription(pubsub)
 
 
-async def _read(session_factory: async_sessionmaker[AsyncSession], job_id: uuid.UUID) -> Job | None:
+def read_timeout(settings: Settings) -> float:
+    """What bounds one read of a stream: the waits that bound a request (a pooled connection
+    within DB_POOL_TIMEOUT, a new one within DB_CONNECT_TIMEOUT) plus the query's own time.
+
+    A saturated pool is not a database that hangs: at 1,000 users a stream's read waited over
+    5 s for a connection, and a 5 s bound ended one SSE stream in nine (loadtests/README.md).
+    """
+    return settings.db_pool_timeout + settings.db_connect_timeout + QUERY_TIMEOUT_SECONDS
+
+
+async def _read(
+    session_factory: async_sessionmaker[AsyncSession], job_id: uuid.UUID, bound_seconds: float
+) -> Job | None:
     """The job's row in a short read-only transaction; the connection goes back at once.
 
     Shielded: a client that leaves mid-read cancels the stream only once the read is over, so
     the connection returns to the pool instead of being torn down mid-query (which, on
-    aiosqlite, leaves a close task behind that never finishes). READ_TIMEOUT_SECONDS bounds
-    the wait for a database that hangs.
+    aiosqlite, leaves a close task behind that never finishes). `bound_seconds` (read_timeout)
+    bounds the wait for a database that hangs.
     """
-    with anyio.CancelScope(shield=True), anyio.fail_after(READ_TIMEOUT_SECONDS):
+    with anyio.CancelScope(shield=True), anyio.fail_after(bound_seconds):
         async with session_factory() as session:
             await session.connection(execution_options=SNAPSHOT_READ)
             job = await session.get(Job, job_id)
@@ -165,6 +179,7 @@ async def job_events(
     job_id: uuid.UUID,
     last_event_id: int,
     heartbeat_seconds: float,
+    read_timeout_seconds: float,
 ) -> AsyncIterator[bytes]:
     """The stream's body: an event per change seen, heartbeats between, ends after terminal.
 
@@ -180,7 +195,7 @@ async def job_events(
         last = last_event_id
         last_write = time.monotonic()
         while True:
-            job = await _read(session_factory, job_id)
+            job = await _read(session_factory, job_id, read_timeout_seconds)
             if job is None or job.owner_id != owner_id:
                 return  # deleted meanwhile (its owner was)
             if job.event_seq > last:

@@ -157,5 +157,6 @@ async def stream_job_events(
         job_id=job_id,
         last_event_id=int(last_event_id or 0),
         heartbeat_seconds=settings.sse_heartbeat_seconds,
+        read_timeout_seconds=events.read_timeout(settings),
     )
     return events.EventStream(body)
