@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -15,6 +18,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
+from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util.queue import Empty
 
 from fastapi_service import db
 from fastapi_service.db import database_url
@@ -195,3 +200,58 @@ async def test_a_connection_dropped_while_in_use_fails_one_request_then_the_pool
     answers = [await client.get(f"/api/v1/items/{item['id']}", headers=auth) for _ in range(3)]
     assert_problem(answers[0], 503, "service-unavailable")
     assert [answer.status_code for answer in answers[1:]] == [200, 200]
+
+
+# The pool's queue is first come, first served (db.FairQueue).
+
+
+async def _get(queue: db.FairQueue, seconds: float) -> Any:
+    return await greenlet_spawn(queue.get, True, seconds)
+
+
+async def test_the_pool_queue_serves_waiting_requests_in_turn() -> None:
+    """Twenty requests share two connections for a second, each giving its connection back
+    and asking again at once: each gets its turn. SQLAlchemy's own queue lets the one giving
+    back take the connection again, past the waiters (sqlalchemy#7679), so two of the twenty
+    kept the connections for the whole second."""
+    queue = db.FairQueue(maxsize=2)
+    for connection in ("a", "b"):
+        queue.put_nowait(connection)
+    turns = dict.fromkeys(range(20), 0)
+    waits: list[float] = []
+    deadline = time.monotonic() + 1.0
+
+    async def request(n: int) -> None:
+        while time.monotonic() < deadline:
+            asked = time.monotonic()
+            connection = await _get(queue, 5.0)
+            waits.append(time.monotonic() - asked)
+            turns[n] += 1
+            await asyncio.sleep(0.01)  # the query
+            queue.put_nowait(connection)
+
+    async with anyio.create_task_group() as group:
+        for n in turns:
+            group.start_soon(request, n)
+    assert min(turns.values()) >= 3, turns
+    assert max(waits) < 0.5
+
+
+async def test_a_waiting_request_times_out_as_empty() -> None:
+    queue = db.FairQueue(maxsize=1)
+    with pytest.raises(Empty):
+        await _get(queue, 0.05)
+    queue.put_nowait("a")  # nobody waits any more: it stays in the queue
+    assert await _get(queue, 0.05) == "a"
+
+
+async def test_a_connection_handed_to_a_request_cancelled_before_it_ran_goes_to_the_next() -> None:
+    queue = db.FairQueue(maxsize=1)
+    first = asyncio.ensure_future(_get(queue, 5.0))
+    second = asyncio.ensure_future(_get(queue, 5.0))
+    await asyncio.sleep(0.05)  # both wait, first in line
+    queue.put_nowait("a")  # handed to the first...
+    first.cancel()  # ...which is cancelled (its client left) before it runs
+    assert await second == "a"
+    with pytest.raises(asyncio.CancelledError):
+        await first

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import datetime as dt
 import time
 from typing import Any
@@ -16,7 +18,10 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util import await_
+from sqlalchemy.util.queue import AsyncAdaptedQueue, Empty
 
 from .settings import SERVICE_NAME, Settings
 
@@ -68,6 +73,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
             # one after DB_POOL_TIMEOUT (503).
             pool_timeout=settings.db_pool_timeout,
             connect_args={"timeout": settings.db_connect_timeout},
+            poolclass=FairQueuePool,
         )
         _ping_idle(engine)
         return engine
@@ -76,6 +82,64 @@ def create_engine(settings: Settings) -> AsyncEngine:
     engine = create_async_engine(url)
     _configure_sqlite(engine)
     return engine
+
+
+class FairQueue(AsyncAdaptedQueue[Any]):
+    """SQLAlchemy's asyncio pool queue, first come first served.
+
+    Its own queue lets a newcomer take a connection that was returned for a waiting request:
+    the waiter wakes to an empty queue and goes to the back of the line (sqlalchemy#7679).
+    Under overload (10,000 users on 2 cores) some requests lost that race until
+    DB_POOL_TIMEOUT and were 503s while others were served at once. Here a returned
+    connection goes straight to the longest waiter, and nobody takes one past the waiters.
+    """
+
+    def __init__(self, maxsize: int = 0, use_lifo: bool = False) -> None:
+        super().__init__(maxsize, use_lifo)
+        self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
+
+    def put_nowait(self, item: Any) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(item)
+                return
+        super().put_nowait(item)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if not self._waiters:
+            try:
+                return self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                pass
+        if not block:
+            raise Empty()
+        return await_(self._wait(timeout))
+
+    async def _wait(self, seconds: float | None) -> Any:
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(seconds):
+                return await waiter
+        except TimeoutError:
+            if waiter.done() and not waiter.cancelled():
+                return waiter.result()  # handed over just as the time ran out
+            raise Empty() from None
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.put_nowait(waiter.result())  # handed over, then cancelled: pass it on
+            raise
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+                self._waiters.remove(waiter)
+
+
+class FairQueuePool(AsyncAdaptedQueuePool):
+    """The async engine's default pool with a first-come-first-served queue (FairQueue)."""
+
+    _queue_class = FairQueue
 
 
 def _ping_idle(engine: AsyncEngine) -> None:
