@@ -39,7 +39,7 @@ export const SIZES = {
   },
   1000: {
     vus: 1000, duration: '30s', think: 2, failed: 0.001,
-    latency: { crud: [1000, 2000], stream: [40000, 50000], jobs: [40000, 50000], read: [15000, 25000] },
+    latency: { crud: [5000, 8000], stream: [40000, 50000], jobs: [40000, 50000], read: [15000, 25000] },
     job: [60000, 90000],
   },
   10000: {
